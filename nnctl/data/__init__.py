@@ -1,0 +1,1 @@
+"""The MNIST data layer: IDX parsing, verified downloads, the on-disk cache and scaling."""

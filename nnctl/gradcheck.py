@@ -1,0 +1,95 @@
+"""Checking backpropagation against central finite differences.
+
+For each parameter tensor, the analytic gradient g from backprop is compared with the
+numerical one, g~_i = (L(p_i + h) - L(p_i - h)) / 2h, by the relative error
+||g - g~|| / (||g|| + ||g~||) over the checked entries (cs231n's measure: it does not blow up
+where single entries are near zero). In float64 with h = 1e-6 a correct backprop gives
+errors around 1e-9 or below; a wrong derivative gives errors near 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnctl.losses import Loss
+from nnctl.network import Network
+
+
+@dataclass(frozen=True)
+class TensorCheck:
+    name: str
+    shape: tuple[int, ...]
+    checked: int
+    relative_error: float
+
+
+def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
+    scale = np.linalg.norm(analytic) + np.linalg.norm(numeric)
+    return float(np.linalg.norm(analytic - numeric) / scale) if scale > 0 else 0.0
+
+
+def check_gradients(network: Network, loss: Loss, x: np.ndarray, y: np.ndarray,
+                    step: float = 1e-6, max_entries: int | None = None,
+                    rng: np.random.Generator | None = None) -> list[TensorCheck]:
+    """Compare backprop with finite differences for every parameter tensor.
+
+    `max_entries` checks a random sample of that many entries per tensor (all by default);
+    the network should be float64 for the comparison to mean anything."""
+    rng = rng or np.random.default_rng(0)
+    network.backprop(x, y, loss)
+    analytic = [p.grad.copy() for p in network.params]
+
+    results = []
+    for p, grad in zip(network.params, analytic):
+        flat = p.value.reshape(-1)
+        count = flat.size if max_entries is None else min(max_entries, flat.size)
+        entries = np.arange(flat.size) if count == flat.size else rng.choice(
+            flat.size, count, replace=False)
+        numeric = np.empty(count)
+        for k, i in enumerate(entries):
+            original = flat[i]
+            flat[i] = original + step
+            plus = network.loss(x, y, loss)
+            flat[i] = original - step
+            minus = network.loss(x, y, loss)
+            flat[i] = original
+            numeric[k] = (plus - minus) / (2 * step)
+        error = relative_error(grad.reshape(-1)[entries], numeric)
+        results.append(TensorCheck(p.name, p.value.shape, count, error))
+    network.backprop(x, y, loss)  # leave .grad as the analytic gradient
+    return results
+
+
+def check_config(config, samples: int = 8, max_entries: int = 30, data_dir=None
+                 ) -> tuple[list[TensorCheck], str]:
+    """Gradient-check the network a Config describes, in float64.
+
+    Uses the first `samples` MNIST training images when they are already cached (nothing is
+    downloaded for a check), random inputs in [0, 1] otherwise. Returns the checks and a
+    description of the inputs used."""
+    from dataclasses import replace
+
+    from nnctl.errors import DataError
+    from nnctl.data.mnist import load_mnist
+    from nnctl.data.scaler import MinMaxScaler
+    from nnctl.experiment import build_network
+    from nnctl.losses import get_loss
+    from nnctl.trainer import targets_for
+
+    rng = np.random.default_rng(config.training.seed)
+    config64 = replace(config, training=replace(config.training, dtype="float64"))
+    network = build_network(config64, rng)
+    try:
+        mnist = load_mnist(data_dir or config.data.dir, download=False)
+        scaler = MinMaxScaler.fit(mnist.train_images, config.data.scaling)
+        x = scaler.transform(mnist.train_images[:samples], np.float64)
+        labels, source = mnist.train_labels[:samples], "the MNIST training set"
+    except DataError:
+        x = rng.random((samples, config.sizes[0]))
+        labels = rng.integers(0, config.sizes[-1], samples)
+        source = "random inputs (MNIST is not cached)"
+    loss = get_loss(config.loss)
+    y = targets_for(loss, labels, config.sizes[-1], np.float64)
+    return check_gradients(network, loss, x, y, max_entries=max_entries, rng=rng), source

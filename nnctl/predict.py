@@ -1,0 +1,50 @@
+"""Classifying users' image files with a trained network, one result (or error) per file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnctl.errors import UsageError
+from nnctl.imaging import prepare
+from nnctl.weights import Checkpoint
+
+
+@dataclass(frozen=True)
+class Prediction:
+    file: Path
+    label: int | None = None
+    probabilities: np.ndarray | None = None
+    pixels: np.ndarray | None = None  # the 784 inputs as the network saw them
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        if self.error:
+            return {"file": str(self.file), "error": self.error}
+        return {"file": str(self.file), "label": self.label,
+                "probabilities": [round(float(p), 6) for p in self.probabilities]}
+
+
+def predict_files(checkpoint: Checkpoint, paths: list[Path], raw: bool = False
+                  ) -> list[Prediction]:
+    """Prepare each image MNIST-style (or as is, with raw) and classify them in one batch."""
+    results: list[Prediction | None] = []
+    inputs = []
+    for path in paths:
+        try:
+            inputs.append(checkpoint.scaler.transform(prepare(path, raw), checkpoint.network.dtype))
+            results.append(None)
+        except UsageError as error:
+            results.append(Prediction(path, error=str(error).removeprefix(f"{path}: ")))
+    if inputs:
+        batch = np.stack(inputs)
+        probabilities = iter(checkpoint.network.forward(batch))
+        pixels = iter(batch)
+        results = [r if r is not None else None for r in results]
+        for index, (path, result) in enumerate(zip(paths, results)):
+            if result is None:
+                p = next(probabilities)
+                results[index] = Prediction(path, int(np.argmax(p)), p, next(pixels))
+    return results

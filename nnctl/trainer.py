@@ -1,0 +1,120 @@
+"""Mini-batch SGD over a dataset: shuffle, slice, backprop, step; report every epoch.
+
+The engine knows nothing of the terminal: it hands an EpochReport to `on_epoch` and the
+batch count to `on_batch`, and the CLI draws them.
+
+Training loss and accuracy are the running means over the epoch's batches, taken from the
+forward passes backprop makes anyway (as Keras reports them): the weights move during the
+epoch, so they are a little behind the end-of-epoch weights. Evaluation sets get a full
+forward pass with the end-of-epoch weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from nnctl.errors import NnctlError
+from nnctl.losses import Loss, one_hot
+from nnctl.network import Network
+from nnctl.optimizers import Optimizer
+
+
+class TrainingDiverged(NnctlError):
+    """The loss became nan or infinite: the learning rate is too large for this network."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    seconds: float
+    learning_rate: float
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def targets_for(loss: Loss, labels: np.ndarray, classes: int, dtype) -> np.ndarray:
+    """What the loss compares the output with: integer labels or one-hot rows."""
+    return labels if loss.targets == "index" else one_hot(labels, classes, dtype)
+
+
+def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
+             chunk: int = 4096) -> Evaluation:
+    """Mean loss and accuracy over (x, labels), with the output's fused loss where it has one."""
+    classes = network.sizes[-1]
+    fused = loss.natural_output == network.activations[-1].name
+    total_loss, correct = 0.0, 0
+    for start, z, a in network.forward_chunks(x, chunk):
+        y = labels[start:start + len(a)]
+        target = targets_for(loss, y, classes, a.dtype)
+        batch_loss = loss.fused_value(z, target) if fused else loss.value(a, target)
+        total_loss += batch_loss * len(a)
+        correct += int(np.count_nonzero(a.argmax(axis=1) == y))
+    samples = len(x)
+    return Evaluation(total_loss / max(samples, 1), correct / max(samples, 1), samples)
+
+
+def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
+        labels: np.ndarray, *, epochs: int, batch_size: int, rng: np.random.Generator,
+        eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+        on_batch: Callable[[int, int, int], None] | None = None,
+        first_epoch: int = 1) -> list[EpochReport]:
+    """Train for epochs first_epoch..epochs; `rng` drives the shuffling.
+
+    `on_batch(epoch, done, total)` is called after every batch, `on_epoch(report)` after
+    every epoch."""
+    x = np.asarray(x, dtype=network.dtype)
+    n = len(x)
+    targets = targets_for(loss, labels, network.sizes[-1], network.dtype)
+    batches = math.ceil(n / batch_size)
+    buffers = {}
+    reports = []
+    for epoch in range(first_epoch, epochs + 1):
+        started = time.perf_counter()
+        order = rng.permutation(n)
+        loss_sum, correct = 0.0, 0
+        for batch in range(batches):
+            index = order[batch * batch_size:(batch + 1) * batch_size]
+            rows = len(index)
+            if rows not in buffers:
+                buffers[rows] = (np.empty((rows, x.shape[1]), x.dtype),
+                                 np.empty((rows,) + targets.shape[1:], targets.dtype))
+            xb, yb = buffers[rows]
+            np.take(x, index, axis=0, out=xb)
+            np.take(targets, index, axis=0, out=yb)
+            value, output = network.backprop(xb, yb, loss)
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch} (loss is {value}) at learning rate "
+                    f"{optimizer.learning_rate:g}; try a smaller learning rate"
+                )
+            optimizer.step(network.params)
+            loss_sum += value * rows
+            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[index]))
+            if on_batch is not None:
+                on_batch(epoch, batch + 1, batches)
+        evaluations = {
+            name: evaluate(network, loss, ex, ey) for name, (ex, ey) in (eval_sets or {}).items()
+        }
+        report = EpochReport(epoch, loss_sum / n, correct / n, time.perf_counter() - started,
+                             optimizer.learning_rate, evaluations)
+        reports.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+    return reports
