@@ -105,6 +105,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if not path.exists():
         raise UsageError(f"{path}: no such weights file (train one with: nnctl train CONFIG)")
     try:
+        if not zipfile.is_zipfile(path):
+            raise UsageError(f"{path}: not an nnctl weights file (not an .npz zip archive)")
         with np.load(path, allow_pickle=False) as archive:
             return _checkpoint(path, archive)
     except NnctlError:

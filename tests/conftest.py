@@ -1,0 +1,103 @@
+"""Shared fixtures: a real HTTP server on 127.0.0.1 with scripted faults, and the MNIST copy."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
+
+
+class ScriptedHandler(http.server.BaseHTTPRequestHandler):
+    """Serves files from `root`; `faults[path]` is a list of what to do on successive requests:
+    an int status code, 'truncate' (half the body, then close), or 'ok'."""
+
+    root: Path
+    faults: dict[str, list]
+    requests: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.requests.append(self.path)
+        plan = self.faults.get(self.path)
+        action = plan.pop(0) if plan else "ok"
+        if isinstance(action, int):
+            self.send_error(action)
+            return
+        file = self.root / self.path.lstrip("/")
+        if not file.is_file():
+            self.send_error(404)
+            return
+        body = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if action == "truncate":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class Mirror:
+    def __init__(self, root: Path):
+        handler = type("Handler", (ScriptedHandler,), {"root": root, "faults": {}, "requests": []})
+        self.handler = handler
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def faults(self) -> dict[str, list]:
+        return self.handler.faults
+
+    @property
+    def requests(self) -> list[str]:
+        return self.handler.requests
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve():
+    """serve(folder) -> a Mirror on 127.0.0.1 at an ephemeral port, shut down after the test."""
+    mirrors = []
+
+    def start(root: Path) -> Mirror:
+        mirror = Mirror(Path(root))
+        mirrors.append(mirror)
+        return mirror
+
+    yield start
+    for mirror in mirrors:
+        mirror.close()
+
+
+@pytest.fixture(scope="session")
+def shared_mnist() -> Path:
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the real MNIST files are not at {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+@pytest.fixture(scope="session")
+def mnist_cache(tmp_path_factory, shared_mnist) -> Path:
+    """A data directory holding the verified real MNIST, filled once per session over HTTP."""
+    from nnctl.data.mnist import load_mnist
+
+    mirror = Mirror(shared_mnist)
+    try:
+        data_dir = tmp_path_factory.mktemp("data")
+        load_mnist(data_dir, sources=[mirror.url])
+    finally:
+        mirror.close()
+    return data_dir

@@ -1,0 +1,151 @@
+"""The real `requests` path against a local HTTP server with scripted faults."""
+
+import gzip
+import hashlib
+
+import numpy as np
+import pytest
+
+from nnctl.data.download import RetryPolicy, fetch
+from nnctl.data.idx import encode_idx
+from nnctl.data.mnist import MnistFile, ensure_file
+from nnctl.errors import DownloadError
+
+FAST = RetryPolicy(attempts=3, backoff=0.01, connect_timeout=2, read_timeout=2)
+NAME = "train-labels-idx1-ubyte"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A mirror folder with one small gzipped IDX file, and that file's digest."""
+    content = encode_idx(np.arange(200, dtype=np.uint8) % 10)
+    root = tmp_path / "mirror"
+    root.mkdir()
+    (root / f"{NAME}.gz").write_bytes(gzip.compress(content))
+    return root, content, hashlib.sha256(content).hexdigest()
+
+
+def cache(tmp_path):
+    directory = tmp_path / "cache"
+    directory.mkdir(exist_ok=True)
+    return directory / NAME
+
+
+def leftovers(path):
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_download_verifies_and_stores_the_decompressed_file(tmp_path, folder, serve):
+    root, content, digest = folder
+    mirror = serve(root)
+    dest = cache(tmp_path)
+    fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
+    assert dest.read_bytes() == content
+    assert leftovers(dest) == [NAME]
+
+
+def test_404_on_the_first_mirror_then_the_next(tmp_path, folder, serve):
+    root, content, digest = folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    first, second = serve(empty), serve(root)
+    dest = cache(tmp_path)
+    fetch(f"{NAME}.gz", digest, dest, [first.url, second.url], policy=FAST)
+    assert first.requests == [f"/{NAME}.gz"]  # a 404 is not retried
+    assert dest.read_bytes() == content
+
+
+def test_a_500_succeeds_on_retry(tmp_path, folder, serve):
+    root, content, digest = folder
+    mirror = serve(root)
+    mirror.faults[f"/{NAME}.gz"] = [500, 503]
+    dest = cache(tmp_path)
+    fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
+    assert len(mirror.requests) == 3
+    assert dest.read_bytes() == content
+
+
+def test_a_truncated_body_is_retried_and_never_left_under_the_name(tmp_path, folder, serve):
+    root, content, digest = folder
+    mirror = serve(root)
+    mirror.faults[f"/{NAME}.gz"] = ["truncate"]
+    dest = cache(tmp_path)
+    fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
+    assert len(mirror.requests) == 2
+    assert dest.read_bytes() == content
+    assert leftovers(dest) == [NAME]
+
+
+def test_always_truncated_fails_clearly_with_nothing_cached(tmp_path, folder, serve):
+    root, _, digest = folder
+    mirror = serve(root)
+    mirror.faults[f"/{NAME}.gz"] = ["truncate"] * 3
+    dest = cache(tmp_path)
+    with pytest.raises(DownloadError, match="after 3 attempts"):
+        fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
+    assert leftovers(dest) == []
+
+
+def test_wrong_content_fails_verification_and_leaves_nothing(tmp_path, folder, serve):
+    root, _, _ = folder
+    mirror = serve(root)
+    dest = cache(tmp_path)
+    with pytest.raises(DownloadError, match="does not match the MNIST SHA-256"):
+        fetch(f"{NAME}.gz", "0" * 64, dest, [mirror.url], policy=FAST)
+    assert leftovers(dest) == []
+
+
+def test_an_html_error_page_with_status_200_is_recognised(tmp_path, serve):
+    root = tmp_path / "html"
+    root.mkdir()
+    (root / f"{NAME}.gz").write_text("<html><body>Access denied</body></html>")
+    mirror = serve(root)
+    dest = cache(tmp_path)
+    with pytest.raises(DownloadError, match="served an HTML page"):
+        fetch(f"{NAME}.gz", "0" * 64, dest, [mirror.url], policy=FAST)
+    assert leftovers(dest) == []
+
+
+def test_nothing_listening_lists_what_was_tried_and_how_to_fix_it(tmp_path, folder):
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    with pytest.raises(DownloadError) as error:
+        fetch(f"{NAME}.gz", folder[2], cache(tmp_path), [url], policy=FAST)
+    message = str(error.value)
+    assert f"{url}{NAME}.gz: connection failed" in message
+    assert "NNCTL_MNIST_MIRROR" in message and "--data-dir" in message
+    assert "\n" not in message
+
+
+def test_a_local_directory_is_a_mirror(tmp_path, folder):
+    root, content, digest = folder
+    dest = cache(tmp_path)
+    fetch(f"{NAME}.gz", digest, dest, [str(root)], policy=FAST)
+    assert dest.read_bytes() == content
+
+
+def test_a_corrupted_cached_file_is_fetched_again(tmp_path, folder, serve):
+    root, content, digest = folder
+    mirror = serve(root)
+    spec = MnistFile(NAME, digest, (200,))
+    data_dir = tmp_path / "data"
+    assert ensure_file(spec, data_dir, [mirror.url]) == content
+    assert len(mirror.requests) == 1
+    assert ensure_file(spec, data_dir, [mirror.url]) == content
+    assert len(mirror.requests) == 1  # cached: no second download
+    cached = data_dir / "mnist" / NAME
+    cached.write_bytes(content[:-1] + b"\xff")
+    assert ensure_file(spec, data_dir, [mirror.url]) == content
+    assert len(mirror.requests) == 2
+    assert cached.read_bytes() == content
+
+
+def test_an_unwritable_data_directory_is_a_clear_error(tmp_path, folder):
+    target = tmp_path / "file-not-dir"
+    target.write_text("")
+    with pytest.raises(DownloadError, match="cannot write there"):
+        fetch(f"{NAME}.gz", folder[2], target / "mnist" / NAME, [str(folder[0])])
