@@ -144,7 +144,7 @@ def ascii_digit(pixels: np.ndarray) -> Text:
 
 
 def gradient_checks(console: Console, checks, threshold: float) -> None:
-    table = Table(title="backprop vs central finite differences (float64)",
+    table = Table(title="backprop vs fourth-order central differences (float64)",
                   box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("tensor", "shape", "entries checked", "relative error", ""):
         table.add_column(name, justify="right" if name != "tensor" else "left")
