@@ -178,7 +178,10 @@ class _Checker:
 
 
 def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    name = str(key)
+    if not (name.isprintable() and name.strip() == name and name):
+        name = repr(key)  # keeps control characters and blanks visible, on one line
+    return f"{path}.{name}" if path else name
 
 
 def _kind(value: Any) -> str:

@@ -7,6 +7,7 @@ with a checkpoint after every epoch, and report.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,9 +138,10 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     if on_start is not None:
         on_start(network)
     try:
-        fit(network, loss, optimizer, *splits.train, epochs=config.training.epochs,
-            batch_size=config.training.batch_size, rng=rng, eval_sets=eval_sets,
-            on_epoch=checkpoint, on_batch=on_batch, first_epoch=first)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
+            fit(network, loss, optimizer, *splits.train, epochs=config.training.epochs,
+                batch_size=config.training.batch_size, rng=rng, eval_sets=eval_sets,
+                on_epoch=checkpoint, on_batch=on_batch, first_epoch=first)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         where = (f"the weights of epoch {done} are in {out}; continue with: nnctl train "
@@ -150,11 +152,17 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
 
 
 def _check_writable(out: Path) -> None:
+    """Fail before training, not after the first epoch, when the weights cannot be written."""
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise UsageError(f"{out}: the directory {directory} does not exist")
     if out.is_dir():
         raise UsageError(f"{out}: is a directory, expected a file name for the weights")
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise NnctlError(f"{out}: cannot write there ({error.strerror})") from None
 
 
 def _restore(resume: Checkpoint, config: Config, splits: Splits, rng: np.random.Generator,

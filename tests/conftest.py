@@ -13,7 +13,8 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
 
 class ScriptedHandler(http.server.BaseHTTPRequestHandler):
     """Serves files from `root`; `faults[path]` is a list of what to do on successive requests:
-    an int status code, 'truncate' (half the body, then close), or 'ok'."""
+    an int status code, 'truncate' (half the body, then close), 'stall' (half the body, then
+    silence for 3 s), 'reset' (the headers, then a TCP reset), or 'ok'."""
 
     root: Path
     faults: dict[str, list]
@@ -34,6 +35,23 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if action == "reset":
+            import socket
+            import struct
+
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
+        if action == "stall":
+            import time
+
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            time.sleep(3)
+            self.close_connection = True
+            return
         if action == "truncate":
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()

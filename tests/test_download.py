@@ -149,3 +149,27 @@ def test_an_unwritable_data_directory_is_a_clear_error(tmp_path, folder):
     target.write_text("")
     with pytest.raises(DownloadError, match="cannot write there"):
         fetch(f"{NAME}.gz", folder[2], target / "mnist" / NAME, [str(folder[0])])
+
+
+def test_a_server_that_stalls_mid_body_times_out_and_is_retried(tmp_path, folder, serve):
+    root, content, digest = folder
+    big = np.random.default_rng(0).integers(0, 255, 300_000).astype(np.uint8)
+    content = encode_idx(big)
+    (root / f"{NAME}.gz").write_bytes(gzip.compress(content, compresslevel=0))
+    mirror = serve(root)
+    mirror.faults[f"/{NAME}.gz"] = ["stall"]
+    dest = cache(tmp_path)
+    policy = RetryPolicy(attempts=2, backoff=0.01, connect_timeout=2, read_timeout=0.5)
+    fetch(f"{NAME}.gz", hashlib.sha256(content).hexdigest(), dest, [mirror.url], policy=policy)
+    assert len(mirror.requests) == 2
+    assert dest.read_bytes() == content
+
+
+def test_a_connection_reset_is_retried(tmp_path, folder, serve):
+    root, content, digest = folder
+    mirror = serve(root)
+    mirror.faults[f"/{NAME}.gz"] = ["reset"]
+    dest = cache(tmp_path)
+    fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
+    assert len(mirror.requests) == 2
+    assert dest.read_bytes() == content

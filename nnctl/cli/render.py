@@ -123,7 +123,7 @@ def confusion_table(confusion: np.ndarray) -> Table:
 def predictions(console: Console, results, top_k: int, show: bool) -> None:
     for item in results:
         if item.error:
-            console.print(Text(f"{item.file}: error: {item.error}", style="red"))
+            console.print(Text(f"{item.file}: error: {item.error}", style="red"), soft_wrap=True)
             continue
         console.print(Text.assemble((str(item.file), "bold"), ": ", (str(item.label), "bold green")))
         order = np.argsort(item.probabilities)[::-1][:top_k]
