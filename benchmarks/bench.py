@@ -1,0 +1,189 @@
+"""nnctl's speed against the GEMM floor and PyTorch, on MNIST, on this machine.
+
+    python benchmarks/bench.py [--quick] [--json PATH] [--data-dir DIR]
+
+Every figure is the median of several repetitions after a warm-up:
+- floor: only the matrix products one training epoch needs (forward A W^T, backward
+  delta^T A and delta W for each layer), on preallocated float32 arrays;
+- nnctl: one training epoch through the library, data in memory, no evaluation;
+- torch: the same network, batch and learning rate in PyTorch on the CPU with a plain
+  index-shuffle loop, when torch is importable;
+- whole processes: `nnctl --help`, `nnctl predict` of one image, `nnctl train` of one epoch
+  with MNIST cached, and that training process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nnctl.activations import get_activation
+from nnctl.data.mnist import load_mnist, resolve_data_dir
+from nnctl.data.scaler import MinMaxScaler
+from nnctl.losses import get_loss
+from nnctl.network import Network
+from nnctl.optimizers import SGD
+from nnctl.trainer import fit
+
+NETWORKS = [
+    {"name": "784-128-10", "sizes": [784, 128, 10], "batch": 64, "momentum": 0.0},
+    {"name": "784-512-512-10", "sizes": [784, 512, 512, 10], "batch": 128, "momentum": 0.9},
+]
+LEARNING_RATE = 0.05
+
+
+def median_time(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def gemm_floor(sizes, batch, samples, repeats) -> float:
+    rng = np.random.default_rng(0)
+    pairs = list(zip(sizes, sizes[1:]))
+    weights = [rng.standard_normal((o, i), dtype=np.float32) for i, o in pairs]
+    grads = [np.empty_like(w) for w in weights]
+
+    def buffers(rows):
+        acts = [rng.standard_normal((rows, s), dtype=np.float32) for s in sizes]
+        return acts, [np.empty((rows, s), np.float32) for s in sizes]
+
+    full, rest = divmod(samples, batch)
+    shapes = [(batch, full)] + ([(rest, 1)] if rest else [])
+    prepared = [(buffers(rows), count) for rows, count in shapes]
+
+    def epoch():
+        for (acts, deltas), count in prepared:
+            for _ in range(count):
+                for layer, w in enumerate(weights):
+                    np.matmul(acts[layer], w.T, out=deltas[layer + 1])
+                for layer in range(len(weights) - 1, -1, -1):
+                    np.matmul(deltas[layer + 1].T, acts[layer], out=grads[layer])
+                    np.matmul(deltas[layer + 1], weights[layer], out=deltas[layer])
+
+    return median_time(epoch, repeats)
+
+
+def nnctl_epoch(spec, x, y, repeats) -> float:
+    rng = np.random.default_rng(0)
+    activations = [get_activation("relu")] * (len(spec["sizes"]) - 2) + [get_activation("softmax")]
+    network = Network.create(spec["sizes"], activations, rng)
+    optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
+    loss = get_loss("sparse_categorical_crossentropy")
+    return median_time(lambda: fit(network, loss, optimizer, x, y, epochs=1,
+                                   batch_size=spec["batch"], rng=rng), repeats)
+
+
+def torch_epoch(spec, x, y, repeats) -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    layers = []
+    for i, (a, b) in enumerate(zip(spec["sizes"], spec["sizes"][1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(spec["sizes"]) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=spec["momentum"])
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    batch = spec["batch"]
+
+    def epoch():
+        order = torch.randperm(len(tx))
+        for start in range(0, len(tx), batch):
+            index = order[start:start + batch]
+            loss = torch.nn.functional.cross_entropy(model(tx[index]), ty[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return median_time(epoch, repeats)
+
+
+def process_time(command, repeats, env=None) -> float:
+    return median_time(lambda: subprocess.run(command, check=True, env=env,
+                                              stdout=subprocess.DEVNULL), repeats)
+
+
+def whole_process(data_dir: Path, test_image: np.ndarray, repeats: int) -> dict:
+    from PIL import Image
+
+    nnctl = [sys.executable, "-m", "nnctl"]
+    env = {**os.environ, "NNCTL_DATA_DIR": str(data_dir)}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        config = scratch / "bench.yaml"
+        config.write_text("model:\n  layers:\n    - {units: 128, activation: relu}\n"
+                          "    - {units: 10, activation: softmax}\ntraining:\n  epochs: 1\n"
+                          "  batch_size: 64\n")
+        weights, image = scratch / "w.npz", scratch / "digit.png"
+        Image.fromarray(test_image.reshape(28, 28)).save(image)
+        train = nnctl + ["train", str(config), "--out", str(weights), "--quiet"]
+        figures = {
+            "help_s": process_time(nnctl + ["--help"], repeats, env),
+            "train_epoch_process_s": process_time(train, repeats, env),
+        }
+        figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        figures["predict_s"] = process_time(
+            nnctl + ["predict", str(image), "--weights", str(weights)], repeats, env)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, 10000 samples")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 5
+    data_dir = resolve_data_dir(args.data_dir)
+    mnist = load_mnist(data_dir)
+    samples = 10000 if args.quick else len(mnist.train_images)
+    x = MinMaxScaler.fit(mnist.train_images).transform(mnist.train_images[:samples])
+    y = mnist.train_labels[:samples]
+
+    results = {"networks": []}
+    for spec in NETWORKS:
+        row = {"name": spec["name"], "batch": spec["batch"], "samples": samples,
+               "floor_s": gemm_floor(spec["sizes"], spec["batch"], samples, repeats),
+               "nnctl_s": nnctl_epoch(spec, x, y, repeats),
+               "torch_s": torch_epoch(spec, x, y, repeats)}
+        results["networks"].append(row)
+    results.update(whole_process(data_dir, mnist.test_images[0], 3 if args.quick else 5))
+
+    print(f"{'network':<16}{'batch':>6}{'floor s':>10}{'nnctl s':>10}{'torch s':>10}"
+          f"{'nnctl/floor':>13}{'nnctl/torch':>13}")
+    for row in results["networks"]:
+        torch_s = row["torch_s"]
+        print(f"{row['name']:<16}{row['batch']:>6}{row['floor_s']:>10.3f}{row['nnctl_s']:>10.3f}"
+              f"{torch_s if torch_s is not None else float('nan'):>10.3f}"
+              f"{row['nnctl_s'] / row['floor_s']:>13.2f}"
+              f"{row['nnctl_s'] / torch_s if torch_s else float('nan'):>13.2f}")
+    if any(row["torch_s"] is None for row in results["networks"]):
+        print("torch is not installed: pip install torch==2.13.0 (or the bench extra) to compare")
+    print(f"nnctl --help {results['help_s']:.3f} s; predict one image {results['predict_s']:.3f} s; "
+          f"train one epoch (process) {results['train_epoch_process_s']:.2f} s; "
+          f"peak RSS {results['peak_rss_mb']:.0f} MB")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
