@@ -26,7 +26,7 @@ from nnctl.metrics import ClassFigures, confusion_matrix, per_class
 from nnctl.network import Network
 from nnctl.optimizers import Adam, Optimizer, SGD
 from nnctl.trainer import EpochReport, TrainingDiverged, evaluate, fit
-from nnctl.weights import Checkpoint, load, save
+from nnctl.weights import Checkpoint, check_writable, save
 
 Labelled = tuple[np.ndarray, np.ndarray]
 
@@ -153,11 +153,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
 
 def _check_writable(out: Path) -> None:
     """Fail before training, not after the first epoch, when the weights cannot be written."""
-    directory = out.parent if str(out.parent) else Path(".")
-    if not directory.is_dir():
-        raise UsageError(f"{out}: the directory {directory} does not exist")
-    if out.is_dir():
-        raise UsageError(f"{out}: is a directory, expected a file name for the weights")
+    directory = check_writable(out)
     try:
         with tempfile.TemporaryFile(dir=directory):
             pass

@@ -35,16 +35,15 @@ def predict_files(checkpoint: Checkpoint, paths: list[Path], raw: bool = False
     for path in paths:
         try:
             inputs.append(checkpoint.scaler.transform(prepare(path, raw), checkpoint.network.dtype))
-            results.append(None)
+            results.append(None)  # filled in once the batch is classified
         except UsageError as error:
             results.append(Prediction(path, error=str(error).removeprefix(f"{path}: ")))
-    if inputs:
-        batch = np.stack(inputs)
-        probabilities = iter(checkpoint.network.forward(batch))
-        pixels = iter(batch)
-        results = [r if r is not None else None for r in results]
-        for index, (path, result) in enumerate(zip(paths, results)):
-            if result is None:
-                p = next(probabilities)
-                results[index] = Prediction(path, int(np.argmax(p)), p, next(pixels))
+    if not inputs:
+        return results
+    batch = np.stack(inputs)
+    outputs = zip(checkpoint.network.forward(batch), batch)
+    for index, result in enumerate(results):
+        if result is None:
+            p, pixels = next(outputs)
+            results[index] = Prediction(paths[index], int(np.argmax(p)), p, pixels)
     return results

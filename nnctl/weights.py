@@ -60,12 +60,18 @@ def save(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     return path
 
 
-def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def check_writable(path: Path) -> Path:
+    """The directory a weights file can be written in, or a one-line error saying why not."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise UsageError(f"{path}: the directory {directory} does not exist")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a file name for the weights")
+    return directory
+
+
+def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    directory = check_writable(path)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as error:
