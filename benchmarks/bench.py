@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -122,6 +121,17 @@ def process_time(command, repeats, env=None) -> float:
                                               stdout=subprocess.DEVNULL), repeats)
 
 
+def peak_rss_mb(command, env) -> float:
+    """The command's peak RSS, measured from a small fresh interpreter: a child forked from
+    this benchmark process would count this process's own memory as its peak."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+             "stdout=subprocess.DEVNULL); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    output = subprocess.run([sys.executable, "-c", probe, *command], check=True, env=env,
+                            capture_output=True, text=True).stdout
+    return int(output.split()[-1]) / 1024
+
+
 def whole_process(data_dir: Path, test_image: np.ndarray, repeats: int) -> dict:
     from PIL import Image
 
@@ -139,8 +149,8 @@ def whole_process(data_dir: Path, test_image: np.ndarray, repeats: int) -> dict:
         figures = {
             "help_s": process_time(nnctl + ["--help"], repeats, env),
             "train_epoch_process_s": process_time(train, repeats, env),
+            "peak_rss_mb": peak_rss_mb(train, env),
         }
-        figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         figures["predict_s"] = process_time(
             nnctl + ["predict", str(image), "--weights", str(weights)], repeats, env)
     return figures
@@ -160,12 +170,13 @@ def main() -> None:
     y = mnist.train_labels[:samples]
 
     results = {"networks": []}
-    for spec in NETWORKS:
-        row = {"name": spec["name"], "batch": spec["batch"], "samples": samples,
-               "floor_s": gemm_floor(spec["sizes"], spec["batch"], samples, repeats),
-               "nnctl_s": nnctl_epoch(spec, x, y, repeats),
-               "torch_s": torch_epoch(spec, x, y, repeats)}
-        results["networks"].append(row)
+    for spec in NETWORKS:  # NumPy figures first: torch's thread pool would disturb them
+        results["networks"].append({
+            "name": spec["name"], "batch": spec["batch"], "samples": samples,
+            "floor_s": gemm_floor(spec["sizes"], spec["batch"], samples, repeats),
+            "nnctl_s": nnctl_epoch(spec, x, y, repeats)})
+    for spec, row in zip(NETWORKS, results["networks"]):
+        row["torch_s"] = torch_epoch(spec, x, y, repeats)
     results.update(whole_process(data_dir, mnist.test_images[0], 3 if args.quick else 5))
 
     print(f"{'network':<16}{'batch':>6}{'floor s':>10}{'nnctl s':>10}{'torch s':>10}"
