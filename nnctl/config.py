@@ -19,6 +19,7 @@ from nnctl.errors import ConfigError
 from nnctl.initializers import INITIALIZERS
 from nnctl.losses import LOSSES
 from nnctl.optimizers import OPTIMIZERS
+from nnctl.schedules import SCHEDULES
 from nnctl.yamlfile import load_yaml
 
 TRAIN_SAMPLES = 60000
@@ -33,9 +34,21 @@ class LayerConfig:
     activation: str
     slope: float | None = None
     alpha: float | None = None
+    dropout: float = 0.0
 
     def activation_params(self) -> dict[str, float]:
         return {k: v for k, v in (("slope", self.slope), ("alpha", self.alpha)) if v is not None}
+
+
+@dataclass
+class AugmentConfig:
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale)
 
 
 @dataclass
@@ -44,6 +57,7 @@ class DataConfig:
     dir: str | None = None
     validation: int = 0
     scaling: str = "global"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -65,11 +79,22 @@ class OptimizerConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    name: str = "constant"
+    warmup: int = 0
+    step_size: int = 10
+    gamma: float = 0.1
+    min_learning_rate: float = 0.0
+
+
+@dataclass
 class TrainingConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 0.1
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: int = 0  # patience in epochs without a better validation accuracy; 0: off
     seed: int = 0
     dtype: str = "float32"
 
@@ -220,12 +245,19 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     if not isinstance(raw, dict):
         raise ConfigError("\n".join(c.errors))
 
-    d = c.section(top.get("data"), "data", ("dataset", "dir", "validation", "scaling"))
+    d = c.section(top.get("data"), "data",
+                  ("dataset", "dir", "validation", "scaling", "augment"))
+    g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale"))
     data = DataConfig(
         dataset=c.choice(d, "data", "dataset", "mnist", ("mnist",)),
         dir=c.text(d, "data", "dir", None),
         validation=c.integer(d, "data", "validation", 0, 0, TRAIN_SAMPLES - 1),
         scaling=c.choice(d, "data", "scaling", "global", SCALING_MODES),
+        augment=AugmentConfig(
+            shift=c.number(g, "data.augment", "shift", 0.0, 0.0, 8.0),
+            rotate=c.number(g, "data.augment", "rotate", 0.0, 0.0, 90.0),
+            scale=c.number(g, "data.augment", "scale", 0.0, 0.0, 0.5),
+        ),
     )
 
     m = c.section(top.get("model"), "model", ("input", "layers", "init"))
@@ -240,12 +272,15 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     loss = c.choice(top, "", "loss", "sparse_categorical_crossentropy", tuple(LOSSES))
 
     t = c.section(top.get("training"), "training",
-                  ("epochs", "batch_size", "learning_rate", "optimizer", "seed", "dtype"))
+                  ("epochs", "batch_size", "learning_rate", "optimizer", "schedule",
+                   "early_stopping", "seed", "dtype"))
     training = TrainingConfig(
         epochs=c.integer(t, "training", "epochs", 10, 1, 100_000),
         batch_size=c.integer(t, "training", "batch_size", 64, 1, TRAIN_SAMPLES),
         learning_rate=c.number(t, "training", "learning_rate", 0.1, 0.0, low_open=True),
         optimizer=_optimizer(c, t.get("optimizer", "sgd")),
+        schedule=_schedule(c, t.get("schedule", "constant")),
+        early_stopping=c.integer(t, "training", "early_stopping", 0, 0, 100_000),
         seed=c.integer(t, "training", "seed", 0, 0, 2**63 - 1),
         dtype=c.choice(t, "training", "dtype", "float32", ("float32", "float64")),
     )
@@ -269,11 +304,13 @@ def _layers(c: _Checker, raw: Any) -> list[LayerConfig]:
     layers = []
     for index, item in enumerate(raw):
         path = f"model.layers[{index}]"
-        entry = c.section(item, path, ("units", "activation", "slope", "alpha"))
+        entry = c.section(item, path, ("units", "activation", "slope", "alpha", "dropout"))
         if not isinstance(item, dict):
             continue
         activation = c.choice(entry, path, "activation", None, tuple(ACTIVATIONS))
-        layer = LayerConfig(c.integer(entry, path, "units", None, 1, MAX_UNITS), activation)
+        layer = LayerConfig(c.integer(entry, path, "units", None, 1, MAX_UNITS), activation,
+                            dropout=c.number(entry, path, "dropout", 0.0, 0.0, 1.0,
+                                             high_open=True))
         for name in ("slope", "alpha"):
             if entry.get(name) is not None:
                 if ACTIVATION_PARAMS.get(activation) != name:
@@ -283,6 +320,20 @@ def _layers(c: _Checker, raw: Any) -> list[LayerConfig]:
                     setattr(layer, name, c.number(entry, path, name, None, 0.0, low_open=low_open))
         layers.append(layer)
     return layers
+
+
+def _schedule(c: _Checker, raw: Any) -> ScheduleConfig:
+    path = "training.schedule"
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    s = c.section(raw, path, tuple(ScheduleConfig.__dataclass_fields__))
+    return ScheduleConfig(
+        name=c.choice(s, path, "name", "constant", SCHEDULES),
+        warmup=c.integer(s, path, "warmup", 0, 0, 100_000),
+        step_size=c.integer(s, path, "step_size", 10, 1, 100_000),
+        gamma=c.number(s, path, "gamma", 0.1, 0.0, 1.0, low_open=True),
+        min_learning_rate=c.number(s, path, "min_learning_rate", 0.0, 0.0),
+    )
 
 
 def _optimizer(c: _Checker, raw: Any) -> OptimizerConfig:
@@ -319,6 +370,10 @@ def _cross_checks(c: _Checker, config: Config) -> None:
         c.fail(f"model.layers[{last}].units",
                f"the output layer needs {NUM_CLASSES} units (one per digit), got "
                f"{layers[-1].units}")
+    if layers[-1].dropout:
+        c.fail(f"model.layers[{last}].dropout", "dropout belongs to hidden layers")
+    if config.training.early_stopping and not config.data.validation:
+        c.fail("training.early_stopping", "needs a validation split (data.validation > 0)")
     for index, layer in enumerate(layers[:-1]):
         if layer.activation in OUTPUT_ONLY:
             c.fail(f"model.layers[{index}].activation",

@@ -7,6 +7,7 @@ with a checkpoint after every epoch, and report.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from nnctl.activations import get_activation
+from nnctl.augment import augment
 from nnctl.config import Config
 from nnctl.data.download import DownloadObserver
 from nnctl.data.mnist import NUM_CLASSES, load_mnist
@@ -25,6 +27,7 @@ from nnctl.losses import Loss, get_loss
 from nnctl.metrics import ClassFigures, confusion_matrix, per_class
 from nnctl.network import Network
 from nnctl.optimizers import Adam, Optimizer, SGD
+from nnctl.schedules import learning_rate
 from nnctl.trainer import EpochReport, TrainingDiverged, evaluate, fit
 from nnctl.weights import Checkpoint, check_writable, save
 
@@ -66,7 +69,22 @@ def build_network(config: Config, rng: np.random.Generator) -> Network:
     activations = [get_activation(layer.activation, **layer.activation_params())
                    for layer in config.model.layers]
     return Network.create(config.sizes, activations, rng, config.model.init,
-                          np.dtype(config.training.dtype))
+                          np.dtype(config.training.dtype),
+                          [layer.dropout for layer in config.model.layers])
+
+
+def build_schedule(config: Config) -> Callable[[int], float]:
+    t, s = config.training, config.training.schedule
+    return functools.partial(learning_rate, s.name, t.learning_rate, epochs=t.epochs,
+                             warmup=s.warmup, step_size=s.step_size, gamma=s.gamma,
+                             minimum=s.min_learning_rate)
+
+
+def build_augmentation(config: Config):
+    a = config.data.augment
+    if not a.active:
+        return None
+    return functools.partial(augment, shift=a.shift, rotate=a.rotate, scale=a.scale)
 
 
 def build_optimizer(config: Config) -> Optimizer:
@@ -83,6 +101,7 @@ class TrainingResult:
     best_metric: str
     seconds: float
     path: Path
+    restored_epoch: int = 0  # early stopping put this epoch's weights in the file
 
 
 def best_epoch(history: list[dict]) -> tuple[int, str]:
@@ -120,18 +139,32 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     if splits.validation is not None:
         eval_sets = {"validation": splits.validation, **eval_sets}
 
-    def checkpoint(report: EpochReport) -> None:
+    patience = config.training.early_stopping
+    best: dict = {"accuracy": -1.0, "epoch": 0, "params": None}
+
+    def save_state(epochs_done: int) -> None:
+        state = {"epochs_done": epochs_done, "rng": rng.bit_generator.state,
+                 "optimizer_steps": optimizer.steps}
+        save(out, Checkpoint(network, splits.scaler, config, history, state, optimizer.state))
+
+    def checkpoint(report: EpochReport) -> bool:
+        """Save after every epoch; with early stopping, say when to stop."""
         if not all(np.isfinite(p.value).all() for p in network.params):
             raise TrainingDiverged(
                 f"training diverged in epoch {report.epoch} (weights became nan or infinite) "
                 f"at learning rate {optimizer.learning_rate:g}; try a smaller learning rate"
             )
         history.append(report.as_dict())
-        state = {"epochs_done": report.epoch, "rng": rng.bit_generator.state,
-                 "optimizer_steps": optimizer.steps}
-        save(out, Checkpoint(network, splits.scaler, config, history, state, optimizer.state))
+        save_state(report.epoch)
         if on_epoch is not None:
             on_epoch(report)
+        if not patience:
+            return False
+        accuracy = report.evaluations["validation"].accuracy
+        if accuracy > best["accuracy"]:
+            best.update(accuracy=accuracy, epoch=report.epoch,
+                        params=[p.value.copy() for p in network.params])
+        return report.epoch - best["epoch"] >= patience
 
     if first <= config.training.epochs:
         _check_writable(out)
@@ -141,14 +174,21 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned
             fit(network, loss, optimizer, *splits.train, epochs=config.training.epochs,
                 batch_size=config.training.batch_size, rng=rng, eval_sets=eval_sets,
-                on_epoch=checkpoint, on_batch=on_batch, first_epoch=first)
+                on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
+                schedule=build_schedule(config), augment=build_augmentation(config))
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         where = (f"the weights of epoch {done} are in {out}; continue with: nnctl train "
                  f"CONFIG --resume {out}") if done else "no epoch was completed, nothing saved"
         raise TrainingInterrupted(f"interrupted; {where}") from None
+    restored = 0
+    if best["params"] is not None and best["epoch"] != history[-1]["epoch"]:
+        for p, value in zip(network.params, best["params"]):
+            p.value[...] = value
+        restored = best["epoch"]
+        save_state(history[-1]["epoch"])
     epoch, metric = best_epoch(history)
-    return TrainingResult(history, epoch, metric, time.perf_counter() - started, out)
+    return TrainingResult(history, epoch, metric, time.perf_counter() - started, out, restored)
 
 
 def _check_writable(out: Path) -> None:

@@ -34,13 +34,20 @@ class _Workspace:
         self.a = [np.empty((rows, width), dtype) for width in widths]
         self.delta = [np.empty((rows, width), dtype) for width in widths]
         self.ones = np.ones(rows, dtype)  # sum over the batch as a product: 3x faster
+        self.keep: list[Array | None] = [None] * len(widths)  # dropout masks, 1/(1-p) or 0
+        self.dropped: list[Array | None] = [None] * len(widths)
+
+    def output(self, layer: int) -> Array:
+        """What the next layer sees: the activations, after dropout when it was applied."""
+        dropped = self.dropped[layer]
+        return self.a[layer] if dropped is None else dropped
 
 
 class Network:
     """Dense layers z_l = W_l a_{l-1} + b_l, a_l = f_l(z_l), for l = 1..L."""
 
     def __init__(self, weights: Sequence[Array], biases: Sequence[Array],
-                 activations: Sequence[Activation]):
+                 activations: Sequence[Activation], dropout: Sequence[float] | None = None):
         if not (len(weights) == len(biases) == len(activations) >= 1):
             raise ValueError("need one weight matrix, bias vector and activation per layer")
         for index, (w, b) in enumerate(zip(weights, biases)):
@@ -52,6 +59,9 @@ class Network:
                     f"{weights[index - 1].shape[0]} outputs"
                 )
         self.activations = list(activations)
+        self.dropout = list(dropout) if dropout is not None else [0.0] * len(self.activations)
+        if len(self.dropout) != len(self.activations) or self.dropout[-1] != 0.0:
+            raise ValueError("dropout needs one rate per layer, 0 for the output layer")
         self.params: list[Parameter] = []
         for index, (w, b) in enumerate(zip(weights, biases)):
             self.params.append(Parameter.of(f"W{index}", np.ascontiguousarray(w), True))
@@ -61,7 +71,7 @@ class Network:
     @classmethod
     def create(cls, sizes: Sequence[int], activations: Sequence[Activation],
                rng: np.random.Generator, init: str | Sequence[str] = "auto",
-               dtype=np.float32) -> "Network":
+               dtype=np.float32, dropout: Sequence[float] | None = None) -> "Network":
         """A fresh network; `init` is one name for all layers, a name per layer, or 'auto'."""
         layers = len(sizes) - 1
         names = [init] * layers if isinstance(init, str) else list(init)
@@ -70,7 +80,7 @@ class Network:
             name = default_for(activation.name) if names[index] == "auto" else names[index]
             weights.append(init_weights(name, sizes[index], sizes[index + 1], rng, dtype))
             biases.append(np.zeros(sizes[index + 1], dtype=dtype))
-        return cls(weights, biases, activations)
+        return cls(weights, biases, activations, dropout)
 
     @property
     def weights(self) -> list[Array]:
@@ -99,7 +109,11 @@ class Network:
             workspace = self._workspaces[rows] = _Workspace(self.sizes[1:], rows, self.dtype)
         return workspace
 
-    def _forward_into(self, x: Array, ws: _Workspace) -> None:
+    def _forward_into(self, x: Array, ws: _Workspace,
+                      rng: np.random.Generator | None = None) -> None:
+        """The forward pass; with `rng`, inverted dropout on the layers that have a rate:
+        a unit is kept with probability 1 - p and scaled by 1/(1 - p), so nothing changes
+        at inference."""
         a = x
         for layer, activation in enumerate(self.activations):
             w, b = self.params[2 * layer].value, self.params[2 * layer + 1].value
@@ -108,6 +122,13 @@ class Network:
             z += b
             activation.forward(z, ws.a[layer])
             a = ws.a[layer]
+            rate = self.dropout[layer]
+            if rng is not None and rate > 0.0:
+                keep = rng.random(a.shape, dtype=a.dtype) >= rate
+                ws.keep[layer] = keep * np.asarray(1.0 / (1.0 - rate), a.dtype)
+                ws.dropped[layer] = a = a * ws.keep[layer]
+            else:
+                ws.keep[layer] = ws.dropped[layer] = None
 
     def forward(self, x: Array, chunk: int = 4096) -> Array:
         """The output activations for every row of x, computed in chunks of rows."""
@@ -126,22 +147,24 @@ class Network:
             self._forward_into(rows, ws)
             yield start, ws.z[-1], ws.a[-1]
 
-    def loss(self, x: Array, y: Array, loss: Loss) -> float:
+    def loss(self, x: Array, y: Array, loss: Loss,
+             rng: np.random.Generator | None = None) -> float:
         """The batch's mean loss, by the same route backprop takes (fused or general)."""
         ws = self._workspace(len(x))
-        self._forward_into(np.asarray(x, dtype=self.dtype), ws)
+        self._forward_into(np.asarray(x, dtype=self.dtype), ws, rng)
         if loss.natural_output == self.activations[-1].name:
             return loss.fused_value(ws.z[-1], y)
         return loss.value(ws.a[-1], y)
 
-    def backprop(self, x: Array, y: Array, loss: Loss, want_loss: bool = True
-                 ) -> tuple[float, Array]:
+    def backprop(self, x: Array, y: Array, loss: Loss, want_loss: bool = True,
+                 rng: np.random.Generator | None = None) -> tuple[float, Array]:
         """Fill every parameter's .grad with dL/dparam for the batch (x, y).
 
         Returns the batch's mean loss (nan when not wanted) and the output activations,
-        which stay valid until the next call with the same batch size."""
+        which stay valid until the next call with the same batch size. With `rng`, dropout
+        is applied (training); without, the network is deterministic."""
         ws = self._workspace(len(x))
-        self._forward_into(x, ws)
+        self._forward_into(x, ws, rng)
         output = self.activations[-1]
         z, a, delta = ws.z[-1], ws.a[-1], ws.delta[-1]
         if loss.natural_output == output.name:
@@ -158,10 +181,12 @@ class Network:
         for layer in range(len(self.activations) - 1, -1, -1):
             w, b = self.params[2 * layer], self.params[2 * layer + 1]
             delta = ws.delta[layer]
-            a_prev = x if layer == 0 else ws.a[layer - 1]
+            a_prev = x if layer == 0 else ws.output(layer - 1)
             np.matmul(delta.T, a_prev, out=w.grad)
             np.matmul(ws.ones, delta, out=b.grad)
             if layer:
                 below = ws.delta[layer - 1]
                 np.matmul(delta, w.value, out=below)
+                if ws.keep[layer - 1] is not None:
+                    below *= ws.keep[layer - 1]
                 self.activations[layer - 1].backward(ws.z[layer - 1], ws.a[layer - 1], below)

@@ -72,21 +72,28 @@ def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
 def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         labels: np.ndarray, *, epochs: int, batch_size: int, rng: np.random.Generator,
         eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-        on_epoch: Callable[[EpochReport], None] | None = None,
+        on_epoch: Callable[[EpochReport], bool | None] | None = None,
         on_batch: Callable[[int, int, int], None] | None = None,
-        first_epoch: int = 1) -> list[EpochReport]:
-    """Train for epochs first_epoch..epochs; `rng` drives the shuffling.
+        first_epoch: int = 1,
+        schedule: Callable[[int], float] | None = None,
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        ) -> list[EpochReport]:
+    """Train for epochs first_epoch..epochs; `rng` drives shuffling, dropout and augmentation.
 
     `on_batch(epoch, done, total)` is called after every batch, `on_epoch(report)` after
-    every epoch."""
+    every epoch (returning True stops training: early stopping). `schedule(epoch)` sets the
+    learning rate at the start of each epoch; `augment(batch, rng)` transforms each batch."""
     x = np.asarray(x, dtype=network.dtype)
     n = len(x)
     targets = targets_for(loss, labels, network.sizes[-1], network.dtype)
     batches = math.ceil(n / batch_size)
     buffers = {}
     reports = []
+    dropout_rng = rng if any(network.dropout) else None
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
+        if schedule is not None:
+            optimizer.learning_rate = schedule(epoch)
         order = rng.permutation(n)
         loss_sum, correct = 0.0, 0
         for batch in range(batches):
@@ -98,7 +105,8 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
             xb, yb = buffers[rows]
             np.take(x, index, axis=0, out=xb)
             np.take(targets, index, axis=0, out=yb)
-            value, output = network.backprop(xb, yb, loss)
+            inputs = xb if augment is None else augment(xb, rng)
+            value, output = network.backprop(inputs, yb, loss, rng=dropout_rng)
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch} (loss is {value}) at learning rate "
@@ -115,6 +123,6 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         report = EpochReport(epoch, loss_sum / n, correct / n, time.perf_counter() - started,
                              optimizer.learning_rate, evaluations)
         reports.append(report)
-        if on_epoch is not None:
-            on_epoch(report)
+        if on_epoch is not None and on_epoch(report):
+            break
     return reports

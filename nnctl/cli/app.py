@@ -195,6 +195,21 @@ def gradcheck(
                          f"{worst:.2e} > {threshold:g}")
 
 
+@app.command()
+@guarded
+def plot(
+    weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("curves.png"),
+) -> None:
+    """Draw the training curves stored in a weights file (needs matplotlib: nnctl[plot])."""
+    from nnctl import weights as weights_file
+    from nnctl.plot import plot_history
+
+    checkpoint = weights_file.load(weights)
+    plot_history(checkpoint.history, out, title=str(weights))
+    typer.echo(f"curves written to {out}")
+
+
 @data_app.command("download")
 @guarded
 def data_download(data_dir: DataDir = None) -> None:

@@ -77,9 +77,14 @@ def training_summary(console: Console, result) -> None:
         accuracy = best["evaluations"][result.best_metric]["accuracy"]
         console.print(f"best epoch {result.best_epoch} ({result.best_metric} accuracy "
                       f"{_percent(accuracy)})", highlight=False)
-    test = last["evaluations"].get("test")
+    if result.restored_epoch:
+        test = best["evaluations"].get("test")
+        console.print(f"early stopping: the weights of epoch {result.restored_epoch} were "
+                      f"restored", highlight=False)
+    else:
+        test = last["evaluations"].get("test")
     if test:
-        console.print(f"final test accuracy {_percent(test['accuracy'])}, loss "
+        console.print(f"test accuracy of the saved weights {_percent(test['accuracy'])}, loss "
                       f"{test['loss']:.4f}", highlight=False)
     console.print(f"total time {result.seconds:.1f} s; weights saved to {result.path}",
                   highlight=False)

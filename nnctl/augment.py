@@ -1,0 +1,46 @@
+"""Data augmentation on whole batches in NumPy: random shifts, rotations and scaling.
+
+Each image gets its own random affine map about the centre of the 28x28 field. Every output
+pixel is pulled from the source image by bilinear interpolation (inverse mapping), with zero
+(background) outside the field, as four gathers over the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIDE = 28
+PADDED = SIDE + 2  # a one-pixel zero border makes every bilinear neighbour a valid index
+_rows, _cols = np.indices((SIDE, SIDE)).reshape(2, -1).astype(np.float64)
+_U, _V = _cols - (SIDE - 1) / 2, _rows - (SIDE - 1) / 2
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, shift: float = 0.0, rotate: float = 0.0,
+            scale: float = 0.0) -> np.ndarray:
+    """A transformed copy of a batch of flattened 28x28 images (rows of x).
+
+    shift: up to this many pixels each way; rotate: up to this many degrees; scale: zoom by a
+    factor within 1 +- scale."""
+    n = len(x)
+    angle = np.deg2rad(rng.uniform(-rotate, rotate, (n, 1))) if rotate else np.zeros((n, 1))
+    zoom = rng.uniform(1.0 - scale, 1.0 + scale, (n, 1)) if scale else np.ones((n, 1))
+    tx, ty = (rng.uniform(-shift, shift, (2, n, 1)) if shift else np.zeros((2, n, 1)))
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    u, v = _U - tx, _V - ty
+    src_x = cos * u + sin * v + (SIDE - 1) / 2 + 1  # +1: into the padded field
+    src_y = -sin * u + cos * v + (SIDE - 1) / 2 + 1
+    np.clip(src_x, 0.0, PADDED - 1.001, out=src_x)
+    np.clip(src_y, 0.0, PADDED - 1.001, out=src_y)
+    x0, y0 = np.floor(src_x), np.floor(src_y)
+    fx, fy = (src_x - x0).astype(x.dtype), (src_y - y0).astype(x.dtype)
+    base = (y0 * PADDED + x0).astype(np.intp)
+    padded = np.zeros((n, PADDED, PADDED), dtype=x.dtype)
+    padded[:, 1:-1, 1:-1] = x.reshape(n, SIDE, SIDE)
+    flat = padded.reshape(n, -1)
+
+    def at(offset: int) -> np.ndarray:
+        return np.take_along_axis(flat, base + offset, axis=1)
+
+    top = at(0) * (1 - fx) + at(1) * fx
+    bottom = at(PADDED) * (1 - fx) + at(PADDED + 1) * fx
+    return top * (1 - fy) + bottom * fy
