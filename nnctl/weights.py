@@ -173,7 +173,7 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
     activations = [get_activation(l.activation, **l.activation_params()) for l in config.model.layers]
     dtype = np.dtype(config.training.dtype)
     network = Network([w.astype(dtype) for w in weights], [b.astype(dtype) for b in biases],
-                      activations)
+                      activations, [layer.dropout for layer in config.model.layers])
     history = _json(archive, "history", path)
     state = _json(archive, "train_state", path) if "train_state" in keys else None
     slots: dict[str, list[np.ndarray]] = {}

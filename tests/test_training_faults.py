@@ -55,11 +55,23 @@ def test_divergence_stops_with_advice_and_keeps_the_good_weights(tmp_path, mnist
     assert out.read_bytes() == before
 
 
+def regularised(tmp_path, epochs):
+    """The slice config with dropout, augmentation and a schedule: all of them draw on the
+    random generator or the epoch count, so resume must restore both."""
+    path = config(tmp_path, epochs=epochs)
+    text = path.read_text().replace("activation: relu}", "activation: relu, dropout: 0.3}")
+    text = text.replace("data: {validation: 55000}",
+                        "data: {validation: 55000, augment: {shift: 2, rotate: 10}}")
+    path.write_text(text + "  schedule: {name: cosine, warmup: 1}\n")
+    return path
+
+
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, mnist_cache):
     whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
-    assert train(config(tmp_path, epochs=3), "--out", whole, "--data-dir", mnist_cache).exit_code == 0
-    assert train(config(tmp_path, epochs=1), "--out", part, "--data-dir", mnist_cache).exit_code == 0
-    resumed = train(config(tmp_path, epochs=3), "--resume", part, "--data-dir", mnist_cache)
+    assert train(regularised(tmp_path, 3), "--out", whole, "--data-dir", mnist_cache).exit_code == 0
+    assert train(regularised(tmp_path, 3), "--epochs", 1, "--out", part, "--data-dir",
+                 mnist_cache).exit_code == 0
+    resumed = train(regularised(tmp_path, 3), "--resume", part, "--data-dir", mnist_cache)
     assert resumed.exit_code == 0, resumed.output
     a, b = load(whole), load(part)
     assert len(b.history) == 3 and b.train_state["epochs_done"] == 3
