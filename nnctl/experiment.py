@@ -120,10 +120,12 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
           on_batch: Callable[[int, int, int], None] | None = None,
           observer: DownloadObserver | None = None,
           resume: Checkpoint | None = None,
-          on_start: Callable[[Network], None] | None = None) -> TrainingResult:
+          on_start: Callable[[Network], None] | None = None,
+          command: str = "nnctl train CONFIG") -> TrainingResult:
     """Train as the config says, saving a resumable checkpoint at `out` after every epoch.
 
-    `on_start(network)` is called once the data is ready and the network built or restored."""
+    `on_start(network)` is called once the data is ready and the network built or restored;
+    `command` is how the user started this run, for the message that says how to resume."""
     out = Path(out)
     started = time.perf_counter()
     splits = prepare_data(config, data_dir, observer)
@@ -178,8 +180,8 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 schedule=build_schedule(config), augment=build_augmentation(config))
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
-        where = (f"the weights of epoch {done} are in {out}; continue with: nnctl train "
-                 f"CONFIG --resume {out}") if done else "no epoch was completed, nothing saved"
+        where = (f"the weights of epoch {done} are in {out}; continue with: {command} "
+                 f"--resume {out}") if done else "no epoch was completed, nothing saved"
         raise TrainingInterrupted(f"interrupted; {where}") from None
     restored = 0
     if best["params"] is not None and best["epoch"] != history[-1]["epoch"]:

@@ -99,7 +99,7 @@ def test_ctrl_c_stops_promptly_keeps_the_last_epoch_and_says_how_to_resume(tmp_p
     assert time.monotonic() - started < 5
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert f"--resume {out}" in stderr
+    assert f"continue with: nnctl train {tmp_path / 'c.yaml'} --resume {out}" in stderr
     saved = load(out)
     done = saved.train_state["epochs_done"]
     assert done >= 2 and f"weights of epoch {done} are in" in stderr

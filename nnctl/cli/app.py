@@ -96,7 +96,8 @@ def train(
             settings, out or resume or Path(settings.output), data_dir,
             on_start=lambda network: render.model_summary(console, network, settings),
             on_epoch=lambda report: (rows.add(report), log(report)),
-            on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint)
+            on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint,
+            command=f"nnctl train {config}")
     render.training_summary(console, result)
 
 
