@@ -77,14 +77,16 @@ def gemm_floor(sizes, batch, samples, repeats) -> float:
     return median_time(epoch, repeats)
 
 
-def nnctl_epoch(spec, x, y, repeats) -> float:
+def nnctl_epoch(spec, x, y, scaler, repeats) -> float:
+    """As `nnctl train` runs it: uint8 images, each gathered batch scaled on the way."""
     rng = np.random.default_rng(0)
     activations = [get_activation("relu")] * (len(spec["sizes"]) - 2) + [get_activation("softmax")]
     network = Network.create(spec["sizes"], activations, rng)
     optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
     loss = get_loss("sparse_categorical_crossentropy")
     return median_time(lambda: fit(network, loss, optimizer, x, y, epochs=1,
-                                   batch_size=spec["batch"], rng=rng), repeats)
+                                   batch_size=spec["batch"], rng=rng,
+                                   transform=scaler.transform_into), repeats)
 
 
 def torch_epoch(spec, x, y, repeats) -> float | None:
@@ -166,15 +168,16 @@ def main() -> None:
     data_dir = resolve_data_dir(args.data_dir)
     mnist = load_mnist(data_dir)
     samples = 10000 if args.quick else len(mnist.train_images)
-    x = MinMaxScaler.fit(mnist.train_images).transform(mnist.train_images[:samples])
-    y = mnist.train_labels[:samples]
+    raw, y = mnist.train_images[:samples], mnist.train_labels[:samples]
+    scaler = MinMaxScaler.fit(mnist.train_images)
+    x = scaler.transform(raw)
 
     results = {"networks": []}
     for spec in NETWORKS:  # NumPy figures first: torch's thread pool would disturb them
         results["networks"].append({
             "name": spec["name"], "batch": spec["batch"], "samples": samples,
             "floor_s": gemm_floor(spec["sizes"], spec["batch"], samples, repeats),
-            "nnctl_s": nnctl_epoch(spec, x, y, repeats)})
+            "nnctl_s": nnctl_epoch(spec, raw, y, scaler, repeats)})
     for spec, row in zip(NETWORKS, results["networks"]):
         row["torch_s"] = torch_epoch(spec, x, y, repeats)
     results.update(whole_process(data_dir, mnist.test_images[0], 3 if args.quick else 5))

@@ -42,7 +42,7 @@ class TrainingInterrupted(NnctlError):
 
 @dataclass(frozen=True)
 class Splits:
-    train: Labelled
+    train: Labelled  # raw uint8 pixels: training scales each batch as it gathers it
     validation: Labelled | None
     test: Labelled
     scaler: MinMaxScaler
@@ -50,8 +50,9 @@ class Splits:
 
 def prepare_data(config: Config, data_dir: str | Path | None = None,
                  observer: DownloadObserver | None = None) -> Splits:
-    """MNIST scaled to [0, 1] in the config's dtype; the last `validation` training images
-    are held out, and the scaler is fitted on the remaining training images only."""
+    """MNIST with the last `validation` training images held out and the scaler fitted on
+    the remaining training images only. Validation and test are scaled to [0, 1] in the
+    config's dtype; the training images stay uint8 (see `train`)."""
     mnist = load_mnist(data_dir or config.data.dir, observer=observer)
     keep = len(mnist.train_images) - config.data.validation
     train_x, train_y = mnist.train_images[:keep], mnist.train_labels[:keep]
@@ -61,7 +62,7 @@ def prepare_data(config: Config, data_dir: str | Path | None = None,
     if config.data.validation:
         validation = (scaler.transform(mnist.train_images[keep:], dtype),
                       mnist.train_labels[keep:])
-    return Splits((scaler.transform(train_x, dtype), train_y), validation,
+    return Splits((train_x, train_y), validation,
                   (scaler.transform(mnist.test_images, dtype), mnist.test_labels), scaler)
 
 
@@ -177,7 +178,8 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
             fit(network, loss, optimizer, *splits.train, epochs=config.training.epochs,
                 batch_size=config.training.batch_size, rng=rng, eval_sets=eval_sets,
                 on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
-                schedule=build_schedule(config), augment=build_augmentation(config))
+                schedule=build_schedule(config), augment=build_augmentation(config),
+                transform=splits.scaler.transform_into)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         where = (f"the weights of epoch {done} are in {out}; continue with: {command} "

@@ -77,13 +77,17 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         first_epoch: int = 1,
         schedule: Callable[[int], float] | None = None,
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        transform: Callable[[np.ndarray, np.ndarray], None] | None = None,
         ) -> list[EpochReport]:
     """Train for epochs first_epoch..epochs; `rng` drives shuffling, dropout and augmentation.
 
     `on_batch(epoch, done, total)` is called after every batch, `on_epoch(report)` after
     every epoch (returning True stops training: early stopping). `schedule(epoch)` sets the
-    learning rate at the start of each epoch; `augment(batch, rng)` transforms each batch."""
-    x = np.asarray(x, dtype=network.dtype)
+    learning rate at the start of each epoch; `augment(batch, rng)` transforms each batch.
+    With `transform(raw, out)`, x stays as given (say uint8 pixels) and each gathered batch
+    is turned into network inputs in `out`; without, x is used in the network's dtype."""
+    if transform is None:
+        x = np.asarray(x, dtype=network.dtype)
     n = len(x)
     targets = targets_for(loss, labels, network.sizes[-1], network.dtype)
     batches = math.ceil(n / batch_size)
@@ -100,10 +104,15 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
             index = order[batch * batch_size:(batch + 1) * batch_size]
             rows = len(index)
             if rows not in buffers:
-                buffers[rows] = (np.empty((rows, x.shape[1]), x.dtype),
+                buffers[rows] = (np.empty((rows, x.shape[1]), x.dtype) if transform else None,
+                                 np.empty((rows, x.shape[1]), network.dtype),
                                  np.empty((rows,) + targets.shape[1:], targets.dtype))
-            xb, yb = buffers[rows]
-            np.take(x, index, axis=0, out=xb)
+            raw, xb, yb = buffers[rows]
+            if transform is None:
+                np.take(x, index, axis=0, out=xb)
+            else:
+                np.take(x, index, axis=0, out=raw)
+                transform(raw, xb)
             np.take(targets, index, axis=0, out=yb)
             inputs = xb if augment is None else augment(xb, rng)
             value, output = network.backprop(inputs, yb, loss, rng=dropout_rng)
