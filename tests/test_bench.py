@@ -1,0 +1,29 @@
+"""A smoke test of the benchmark script on a tiny slice: it runs, and its figures are sane."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from nnctl.data.scaler import MinMaxScaler
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_measures_a_tiny_slice():
+    bench = load_bench()
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (300, 784)).astype(np.uint8)
+    labels = rng.integers(0, 10, 300)
+    scaler = MinMaxScaler.fit(raw)
+    spec = {**bench.NETWORKS[0], "batch": 32}
+    floor = bench.gemm_floor(spec["sizes"], spec["batch"], len(raw), repeats=1)
+    epoch = bench.nnctl_epoch(spec, raw, labels, scaler, repeats=1)
+    assert 0 < floor < 5 and 0 < epoch < 5
