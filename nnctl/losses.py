@@ -18,7 +18,6 @@ activation's backward, clipping a to [eps, 1 - eps] where a log or a division ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 

@@ -134,7 +134,7 @@ class Network:
         """The output activations for every row of x, computed in chunks of rows."""
         x = np.asarray(x, dtype=self.dtype)
         out = np.empty((len(x), self.sizes[-1]), dtype=self.dtype)
-        for start, logits, output in self.forward_chunks(x, chunk):
+        for start, _, output in self.forward_chunks(x, chunk):
             out[start:start + len(output)] = output
         return out
 

@@ -1,6 +1,5 @@
 """The commands through Typer's CliRunner: help, errors and exit codes."""
 
-import json
 import textwrap
 
 from typer.testing import CliRunner

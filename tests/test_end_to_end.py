@@ -1,7 +1,6 @@
 """train, evaluate and predict on the real MNIST, downloaded from a local HTTP mirror."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
