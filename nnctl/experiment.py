@@ -258,8 +258,8 @@ def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
     network = checkpoint.network
     x = checkpoint.scaler.transform(images, network.dtype)
     loss: Loss = get_loss(checkpoint.config.loss)
-    summary = evaluate(network, loss, x, labels)
-    predicted = network.forward(x).argmax(axis=1)
+    predicted = np.empty(len(labels), dtype=np.intp)
+    summary = evaluate(network, loss, x, labels, predicted=predicted)
     confusion = confusion_matrix(labels, predicted, NUM_CLASSES)
     return EvaluationReport(split, summary.accuracy, summary.loss, summary.samples, confusion,
                             per_class(confusion))

@@ -54,8 +54,9 @@ def targets_for(loss: Loss, labels: np.ndarray, classes: int, dtype) -> np.ndarr
 
 
 def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
-             chunk: int = 4096) -> Evaluation:
-    """Mean loss and accuracy over (x, labels), with the output's fused loss where it has one."""
+             chunk: int = 4096, predicted: np.ndarray | None = None) -> Evaluation:
+    """Mean loss and accuracy over (x, labels), with the output's fused loss where it has one;
+    the predicted class of every row goes into `predicted` when one is given."""
     classes = network.sizes[-1]
     fused = loss.natural_output == network.activations[-1].name
     total_loss, correct = 0.0, 0
@@ -64,7 +65,10 @@ def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
         target = targets_for(loss, y, classes, a.dtype)
         batch_loss = loss.fused_value(z, target) if fused else loss.value(a, target)
         total_loss += batch_loss * len(a)
-        correct += int(np.count_nonzero(a.argmax(axis=1) == y))
+        guesses = a.argmax(axis=1)
+        if predicted is not None:
+            predicted[start:start + len(a)] = guesses
+        correct += int(np.count_nonzero(guesses == y))
     samples = len(x)
     return Evaluation(total_loss / max(samples, 1), correct / max(samples, 1), samples)
 
