@@ -92,10 +92,14 @@ def train(
     console = _console(quiet)
     rows = render.EpochTable(console)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
+        def on_epoch(report) -> None:
+            rows.add(report)
+            log(report)
+
         result = experiment.train(
             settings, out or resume or Path(settings.output), data_dir,
             on_start=lambda network: render.model_summary(console, network, settings),
-            on_epoch=lambda report: (rows.add(report), log(report)),
+            on_epoch=on_epoch,
             on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint,
             command=f"nnctl train {config}")
     render.training_summary(console, result)
