@@ -145,7 +145,11 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     patience = config.training.early_stopping
     best: dict = {"accuracy": -1.0, "epoch": 0, "params": None}
 
-    def save_state(epochs_done: int) -> None:
+    def save_state(epochs_done: int | None) -> None:
+        """A resumable checkpoint; with epochs_done None, weights and history only."""
+        if epochs_done is None:
+            save(out, Checkpoint(network, splits.scaler, config, history))
+            return
         state = {"epochs_done": epochs_done, "rng": rng.bit_generator.state,
                  "optimizer_steps": optimizer.steps}
         save(out, Checkpoint(network, splits.scaler, config, history, state, optimizer.state))
@@ -170,7 +174,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         return report.epoch - best["epoch"] >= patience
 
     if first <= config.training.epochs:
-        _check_writable(out)
+        _fail_early_if_unwritable(out)
     if on_start is not None:
         on_start(network)
     try:
@@ -190,12 +194,12 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         for p, value in zip(network.params, best["params"]):
             p.value[...] = value
         restored = best["epoch"]
-        save_state(history[-1]["epoch"])
+        save_state(None)  # the best epoch's weights with the last epoch's state would not resume
     epoch, metric = best_epoch(history)
     return TrainingResult(history, epoch, metric, time.perf_counter() - started, out, restored)
 
 
-def _check_writable(out: Path) -> None:
+def _fail_early_if_unwritable(out: Path) -> None:
     """Fail before training, not after the first epoch, when the weights cannot be written."""
     directory = check_writable(out)
     try:

@@ -136,6 +136,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, mnist_cache):
     accuracies = [h["evaluations"]["validation"]["accuracy"] for h in checkpoint.history]
     best = int(np.argmax(accuracies))
     assert len(accuracies) < 40 and len(accuracies) - 1 - best == 2
+    assert checkpoint.train_state is None  # best weights with later state would not resume
     from nnctl.data.mnist import load_mnist
 
     mnist = load_mnist(mnist_cache, download=False)
