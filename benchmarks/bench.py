@@ -86,7 +86,7 @@ def nnctl_epoch(spec, x, y, scaler, repeats) -> float:
     loss = get_loss("sparse_categorical_crossentropy")
     return median_time(lambda: fit(network, loss, optimizer, x, y, epochs=1,
                                    batch_size=spec["batch"], rng=rng,
-                                   transform=scaler.transform_into), repeats)
+                                   transform=scaler.transformer(network.dtype)), repeats)
 
 
 def torch_epoch(spec, x, y, repeats) -> float | None:

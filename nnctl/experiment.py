@@ -183,7 +183,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 batch_size=config.training.batch_size, rng=rng, eval_sets=eval_sets,
                 on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
                 schedule=build_schedule(config), augment=build_augmentation(config),
-                transform=splits.scaler.transform_into)
+                transform=splits.scaler.transformer(network.dtype))
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         where = (f"the weights of epoch {done} are in {out}; continue with: {command} "

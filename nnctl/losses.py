@@ -23,6 +23,7 @@ import numpy as np
 
 Array = np.ndarray
 EPS = 1e-7
+_SMALLEST_EXACT = 1e-30  # float32 keeps full precision down to 1.2e-38
 
 
 def _clip(a: Array) -> Array:
@@ -49,14 +50,15 @@ class Loss:
         """dL/da for the general chain rule."""
         raise NotImplementedError
 
-    def fused_value(self, z: Array, y: Array) -> float:
-        """L computed from the logits, for the natural output activation."""
+    def fused_value(self, z: Array, y: Array, a: Array | None = None) -> float:
+        """L computed from the logits, for the natural output activation; `a`, the output
+        activations, lets a loss read the value off them where that is as exact."""
         raise NotImplementedError
 
-    def fused_delta(self, a: Array, y: Array, out: Array) -> None:
-        """dL/dz = (a - y) / n into `out`, for the natural output activation."""
+    def fused_delta(self, a: Array, y: Array, out: Array, scale: float = 1.0) -> None:
+        """scale * dL/dz = scale * (a - y) / n into `out`, for the natural output activation."""
         np.subtract(a, y, out=out)
-        out *= 1.0 / len(a)
+        out *= scale / len(a)
 
     def works_with(self, output_activation: str) -> bool:
         return output_activation in self.outputs
@@ -92,7 +94,7 @@ class BinaryCrossEntropy(Loss):
         a = _clip(a)
         return (a - y) / (a * (1.0 - a) * len(a))
 
-    def fused_value(self, z, y):
+    def fused_value(self, z, y, a=None):
         # -[y log s(z) + (1 - y) log(1 - s(z))] = max(z, 0) - z y + log(1 + e^-|z|)
         terms = np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))
         return float(terms.sum()) / len(z)
@@ -109,7 +111,7 @@ class CategoricalCrossEntropy(Loss):
     def gradient(self, a, y):
         return -y / (_clip(a) * len(a))
 
-    def fused_value(self, z, y):
+    def fused_value(self, z, y, a=None):
         # -sum_j y_j log softmax(z)_j = sum_j y_j (logsumexp(z) - z_j)
         return float(np.sum(y * (_log_sum_exp(z)[:, None] - z))) / len(z)
 
@@ -130,13 +132,21 @@ class SparseCategoricalCrossEntropy(Loss):
         grad[rows, y] = -1.0 / (_clip(a[rows, y]) * len(a))
         return grad
 
-    def fused_value(self, z, y):
-        return float(np.sum(_log_sum_exp(z) - z[np.arange(len(z)), y])) / len(z)
+    def fused_value(self, z, y, a=None):
+        rows = np.arange(len(z))
+        if a is not None:
+            # -log softmax(z)_c, read off the softmax already computed: one log per row
+            # instead of an exp per logit. Where a probability is so small that float
+            # rounding would cost digits, the log-sum-exp of the logits is used instead.
+            picked = a[rows, y]
+            if picked.min() >= _SMALLEST_EXACT:
+                return -float(np.log(picked).sum()) / len(z)
+        return float(np.sum(_log_sum_exp(z) - z[rows, y])) / len(z)
 
-    def fused_delta(self, a, y, out):
-        np.copyto(out, a)
-        out[np.arange(len(a)), y] -= 1.0
-        out *= 1.0 / len(a)
+    def fused_delta(self, a, y, out, scale=1.0):
+        step = scale / len(a)
+        np.multiply(a, step, out=out)
+        out[np.arange(len(a)), y] -= step
 
 
 LOSSES: dict[str, type[Loss]] = {

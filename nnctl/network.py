@@ -157,33 +157,43 @@ class Network:
         return loss.value(ws.a[-1], y)
 
     def backprop(self, x: Array, y: Array, loss: Loss, want_loss: bool = True,
-                 rng: np.random.Generator | None = None) -> tuple[float, Array]:
-        """Fill every parameter's .grad with dL/dparam for the batch (x, y).
+                 rng: np.random.Generator | None = None, grad_scale: float = 1.0,
+                 factored: bool = False) -> tuple[float, Array]:
+        """Fill every parameter's .grad with grad_scale * dL/dparam for the batch (x, y).
 
         Returns the batch's mean loss (nan when not wanted) and the output activations,
         which stay valid until the next call with the same batch size. With `rng`, dropout
-        is applied (training); without, the network is deterministic."""
+        is applied (training); without, the network is deterministic. Backprop is linear in
+        the output error, so `grad_scale` (an optimizer's learning rate) scales that one
+        small matrix and every gradient follows. `factored` leaves each gradient as its
+        factors (Parameter.factors) for the optimizer, valid until the next call."""
         ws = self._workspace(len(x))
         self._forward_into(x, ws, rng)
         output = self.activations[-1]
         z, a, delta = ws.z[-1], ws.a[-1], ws.delta[-1]
         if loss.natural_output == output.name:
-            value = loss.fused_value(z, y) if want_loss else float("nan")
-            loss.fused_delta(a, y, delta)
+            value = loss.fused_value(z, y, a) if want_loss else float("nan")
+            loss.fused_delta(a, y, delta, grad_scale)
         else:
             value = loss.value(a, y) if want_loss else float("nan")
             np.copyto(delta, loss.gradient(a, y))
             output.backward(z, a, delta)
-        self._backward(x, ws)
+            if grad_scale != 1.0:
+                delta *= grad_scale
+        self._backward(x, ws, factored)
         return value, a
 
-    def _backward(self, x: Array, ws: _Workspace) -> None:
+    def _backward(self, x: Array, ws: _Workspace, factored: bool = False) -> None:
         for layer in range(len(self.activations) - 1, -1, -1):
             w, b = self.params[2 * layer], self.params[2 * layer + 1]
             delta = ws.delta[layer]
             a_prev = x if layer == 0 else ws.output(layer - 1)
-            np.matmul(delta.T, a_prev, out=w.grad)
-            np.matmul(ws.ones, delta, out=b.grad)
+            if factored:
+                w.factors, b.factors = (delta, a_prev), (delta, ws.ones)
+            else:
+                w.factors = b.factors = None
+                np.matmul(delta.T, a_prev, out=w.grad)
+                np.matmul(ws.ones, delta, out=b.grad)
             if layer:
                 below = ws.delta[layer - 1]
                 np.matmul(delta, w.value, out=below)

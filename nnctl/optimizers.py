@@ -1,5 +1,11 @@
 """Optimizers: they update each Parameter in place from the gradient backprop left in .grad.
 
+`.grad` holds `grad_scale * dL/dparam`. SGD's update is linear in the gradient, so it asks
+for the learning rate as that scale (`gradient_scale`): backprop folds it into the output
+error, a batch x classes matrix, and the update becomes W -= grad instead of a multiply over
+every weight. Any other scale is divided back out, so `step(params)` after a plain backprop
+is ordinary SGD.
+
 L2 weight decay adds `weight_decay * W` to the gradient of weights (not biases), the
 gradient of the penalty (weight_decay / 2) ||W||^2.
 """
@@ -10,6 +16,7 @@ import math
 
 import numpy as np
 
+from nnctl.blas import add_product
 from nnctl.parameter import Parameter
 
 
@@ -24,9 +31,18 @@ class Optimizer:
         self.steps = 0
         self.state: dict[str, list[np.ndarray]] = {}
 
-    def _decayed(self, p: Parameter) -> np.ndarray:
+    @property
+    def gradient_scale(self) -> float:
+        """The factor this optimizer would like backprop to multiply dL/dparam by."""
+        return 1.0
+
+    def _gradient(self, p: Parameter, rescale: float, rate: float) -> np.ndarray:
+        """p.grad turned into rate * (dL/dparam + weight_decay * W), in place."""
+        p.gradient()
+        if rescale != 1.0:
+            p.grad *= rescale
         if self.weight_decay and p.decays:
-            p.grad += self.weight_decay * p.value
+            p.grad += (rate * self.weight_decay) * p.value
         return p.grad
 
     def _slots(self, key: str, params: list[Parameter]) -> list[np.ndarray]:
@@ -34,13 +50,14 @@ class Optimizer:
             self.state[key] = [np.zeros_like(p.value) for p in params]
         return self.state[key]
 
-    def step(self, params: list[Parameter]) -> None:
+    def step(self, params: list[Parameter], grad_scale: float = 1.0) -> None:
+        """One update from the gradients in .grad, which hold grad_scale * dL/dparam."""
         raise NotImplementedError
 
 
 class SGD(Optimizer):
-    """W -= lr * dW; with momentum mu, v = mu v + dW and W -= lr * v (Nesterov: W -= lr *
-    (dW + mu v)), the formulation of PyTorch, equal to Sutskever's for a constant rate."""
+    """W -= lr dW; with momentum mu, v = mu v + lr dW and W -= v (Nesterov: W -= lr dW + mu v),
+    the velocity of Nielsen's chapter 3 and Sutskever et al. (2013), a step in weight units."""
 
     name = "sgd"
 
@@ -50,12 +67,20 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
-    def step(self, params: list[Parameter]) -> None:
+    @property
+    def gradient_scale(self) -> float:
+        return self.learning_rate or 1.0  # a zero rate (end of a cosine) cannot be divided out
+
+    def step(self, params: list[Parameter], grad_scale: float = 1.0) -> None:
         self.steps += 1
         lr, mu = self.learning_rate, self.momentum
+        rescale = lr / grad_scale
         velocities = self._slots("velocity", params) if mu else [None] * len(params)
         for p, v in zip(params, velocities):
-            g = self._decayed(p)
+            if p.factors is not None and not self.nesterov:
+                self._step_from_factors(p, v, rescale)
+                continue
+            g = self._gradient(p, rescale, lr)  # lr * dL/dparam from here on
             if v is not None:
                 v *= mu
                 v += g
@@ -63,7 +88,22 @@ class SGD(Optimizer):
                     g += mu * v
                 else:
                     g = v
-            p.value -= lr * g
+            p.value -= g
+
+    def _step_from_factors(self, p: Parameter, v: np.ndarray | None, rescale: float) -> None:
+        """The same step with the gradient's product folded into W (or v) by one GEMM.
+        Weight decay as W *= 1 - lr * wd first: W - lr (g + wd W) = (1 - lr wd) W - lr g."""
+        left, right = p.take_factors()
+        decay = self.learning_rate * self.weight_decay if p.decays else 0.0
+        if v is None:
+            if decay:
+                p.value *= 1.0 - decay
+            add_product(p.value, left, right, alpha=-rescale, beta=1.0)
+        else:
+            add_product(v, left, right, alpha=rescale, beta=self.momentum)
+            if decay:
+                v += decay * p.value
+            p.value -= v
 
 
 class Adam(Optimizer):
@@ -76,7 +116,7 @@ class Adam(Optimizer):
         super().__init__(learning_rate, weight_decay)
         self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
 
-    def step(self, params: list[Parameter]) -> None:
+    def step(self, params: list[Parameter], grad_scale: float = 1.0) -> None:
         self.steps += 1
         b1, b2 = self.beta1, self.beta2
         first, second = self._slots("m", params), self._slots("v", params)
@@ -85,7 +125,7 @@ class Adam(Optimizer):
         step_size = self.learning_rate * math.sqrt(correction2) / correction1
         eps = self.epsilon * math.sqrt(correction2)
         for p, m, v in zip(params, first, second):
-            g = self._decayed(p)
+            g = self._gradient(p, 1.0 / grad_scale, 1.0)
             m *= b1
             m += (1.0 - b1) * g
             v *= b2

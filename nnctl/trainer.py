@@ -63,7 +63,7 @@ def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
     for start, z, a in network.forward_chunks(x, chunk):
         y = labels[start:start + len(a)]
         target = targets_for(loss, y, classes, a.dtype)
-        batch_loss = loss.fused_value(z, target) if fused else loss.value(a, target)
+        batch_loss = loss.fused_value(z, target, a) if fused else loss.value(a, target)
         total_loss += batch_loss * len(a)
         guesses = a.argmax(axis=1)
         if predicted is not None:
@@ -98,38 +98,45 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
     buffers = {}
     reports = []
     dropout_rng = rng if any(network.dropout) else None
+    predicted = np.empty(n, np.intp)
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
         if schedule is not None:
             optimizer.learning_rate = schedule(epoch)
+        scale = optimizer.gradient_scale
         order = rng.permutation(n)
-        loss_sum, correct = 0.0, 0
+        loss_sum = 0.0
         for batch in range(batches):
-            index = order[batch * batch_size:(batch + 1) * batch_size]
+            start = batch * batch_size
+            index = order[start:start + batch_size]
             rows = len(index)
             if rows not in buffers:
                 buffers[rows] = (np.empty((rows, x.shape[1]), x.dtype) if transform else None,
                                  np.empty((rows, x.shape[1]), network.dtype),
                                  np.empty((rows,) + targets.shape[1:], targets.dtype))
             raw, xb, yb = buffers[rows]
+            # The indices are a permutation, so mode="clip" never clips; it only spares the
+            # bounds-checked, buffered copy NumPy makes for out= in the default mode.
             if transform is None:
-                np.take(x, index, axis=0, out=xb)
+                np.take(x, index, axis=0, out=xb, mode="clip")
             else:
-                np.take(x, index, axis=0, out=raw)
+                np.take(x, index, axis=0, out=raw, mode="clip")
                 transform(raw, xb)
-            np.take(targets, index, axis=0, out=yb)
+            np.take(targets, index, axis=0, out=yb, mode="clip")
             inputs = xb if augment is None else augment(xb, rng)
-            value, output = network.backprop(inputs, yb, loss, rng=dropout_rng)
+            value, output = network.backprop(inputs, yb, loss, rng=dropout_rng, grad_scale=scale,
+                                             factored=True)
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch} (loss is {value}) at learning rate "
                     f"{optimizer.learning_rate:g}; try a smaller learning rate"
                 )
-            optimizer.step(network.params)
+            optimizer.step(network.params, scale)
             loss_sum += value * rows
-            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[index]))
+            np.argmax(output, axis=1, out=predicted[start:start + rows])
             if on_batch is not None:
                 on_batch(epoch, batch + 1, batches)
+        correct = int(np.count_nonzero(predicted == labels[order]))
         evaluations = {
             name: evaluate(network, loss, ex, ey) for name, (ex, ey) in (eval_sets or {}).items()
         }
