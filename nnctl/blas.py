@@ -13,8 +13,8 @@ NumPy; small products always are, since there the ctypes call costs more than it
 from __future__ import annotations
 
 import ctypes
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 

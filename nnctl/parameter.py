@@ -21,7 +21,7 @@ class Parameter:
     factors: tuple[np.ndarray, np.ndarray] | None = None  # when set, .grad is not formed yet
 
     @classmethod
-    def of(cls, name: str, value: np.ndarray, decays: bool) -> "Parameter":
+    def of(cls, name: str, value: np.ndarray, decays: bool) -> Parameter:
         return cls(name, value, np.zeros_like(value), decays)
 
     def gradient(self) -> np.ndarray:

@@ -8,8 +8,8 @@ fitted arrays (a scalar or one value per pixel), so the two arrays are all there
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,7 +22,7 @@ class MinMaxScaler:
     data_max: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, mode: str = "global") -> "MinMaxScaler":
+    def fit(cls, x: np.ndarray, mode: str = "global") -> MinMaxScaler:
         if mode not in MODES:
             raise ValueError(f"scaling mode must be one of {MODES}, not {mode!r}")
         axis = None if mode == "global" else 0
@@ -69,7 +69,7 @@ class MinMaxScaler:
         return {"scaler_min": self.data_min, "scaler_max": self.data_max}
 
     @classmethod
-    def from_arrays(cls, arrays) -> "MinMaxScaler":
+    def from_arrays(cls, arrays) -> MinMaxScaler:
         return cls(
             np.asarray(arrays["scaler_min"], dtype=np.float64),
             np.asarray(arrays["scaler_max"], dtype=np.float64),
