@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from nnctl.activations import Activation
+from nnctl.blas import affine
 from nnctl.initializers import default_for, init_weights
 from nnctl.losses import Loss
 from nnctl.parameter import Parameter
@@ -118,8 +119,7 @@ class Network:
         for layer, activation in enumerate(self.activations):
             w, b = self.params[2 * layer].value, self.params[2 * layer + 1].value
             z = ws.z[layer]
-            np.matmul(a, w.T, out=z)
-            z += b
+            affine(z, a, w, b)
             activation.forward(z, ws.a[layer])
             a = ws.a[layer]
             rate = self.dropout[layer]

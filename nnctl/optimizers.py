@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from nnctl.blas import add_product
+from nnctl.blas import add_product, add_scaled
 from nnctl.parameter import Parameter
 
 
@@ -77,7 +77,7 @@ class SGD(Optimizer):
         rescale = lr / grad_scale
         velocities = self._slots("velocity", params) if mu else [None] * len(params)
         for p, v in zip(params, velocities):
-            if p.factors is not None and not self.nesterov:
+            if p.factors is not None and not (self.nesterov and p.decays and self.weight_decay):
                 self._step_from_factors(p, v, rescale)
                 continue
             g = self._gradient(p, rescale, lr)  # lr * dL/dparam from here on
@@ -91,19 +91,24 @@ class SGD(Optimizer):
             p.value -= g
 
     def _step_from_factors(self, p: Parameter, v: np.ndarray | None, rescale: float) -> None:
-        """The same step with the gradient's product folded into W (or v) by one GEMM.
-        Weight decay as W *= 1 - lr * wd first: W - lr (g + wd W) = (1 - lr wd) W - lr g."""
+        """The same step with the gradient's product folded into W (or v) by one GEMM and
+        the rest done by AXPYs (see blas.py). Weight decay without momentum as W *= 1 -
+        lr wd first: W - lr (g + wd W) = (1 - lr wd) W - lr g. Nesterov's W - lr g - mu v'
+        as W + mu v - (1 + mu) v', since lr g = v' - mu v."""
         left, right = p.take_factors()
+        w, mu = p.value, self.momentum
         decay = self.learning_rate * self.weight_decay if p.decays else 0.0
         if v is None:
             if decay:
-                p.value *= 1.0 - decay
-            add_product(p.value, left, right, alpha=-rescale, beta=1.0)
-        else:
-            add_product(v, left, right, alpha=rescale, beta=self.momentum)
-            if decay:
-                v += decay * p.value
-            p.value -= v
+                w *= 1.0 - decay
+            add_product(w, left, right, alpha=-rescale, beta=1.0)
+            return
+        if self.nesterov:
+            add_scaled(w, mu, v)
+        add_product(v, left, right, alpha=rescale, beta=mu)
+        if decay:
+            add_scaled(v, decay, w)
+        add_scaled(w, -(1.0 + mu) if self.nesterov else -1.0, v)
 
 
 class Adam(Optimizer):

@@ -119,3 +119,16 @@ def mnist_cache(tmp_path_factory, shared_mnist) -> Path:
     finally:
         mirror.close()
     return data_dir
+
+
+@pytest.fixture(params=["blas", "numpy"])
+def route(request):
+    """Run a test once through the BLAS GEMM (where NumPy's OpenBLAS is found) and once
+    through NumPy alone."""
+    from nnctl import blas
+
+    if request.param == "blas" and not blas.kernels():
+        pytest.skip("no scipy-openblas GEMM found in this NumPy: only the NumPy route runs")
+    blas.use_numpy_only(request.param == "numpy")
+    yield request.param
+    blas.use_numpy_only(False)

@@ -1,51 +1,14 @@
 """Optimizer steps against their textbook formulas, and the fast routes against the plain one:
-gradients scaled by the learning rate, gradients left as factors, the GEMM update."""
+gradients scaled by the learning rate, gradients left as factors, the BLAS updates."""
 
 import numpy as np
 import pytest
 
-from nnctl import blas
 from nnctl.activations import get_activation
 from nnctl.losses import get_loss
 from nnctl.network import Network
 from nnctl.optimizers import SGD, Adam
 from nnctl.trainer import evaluate, fit
-
-
-@pytest.fixture(params=["blas", "numpy"])
-def route(request):
-    """Run a test once through the BLAS GEMM (where NumPy's OpenBLAS is found) and once
-    through NumPy alone."""
-    if request.param == "blas" and not blas.gemms():
-        pytest.skip("no scipy-openblas GEMM found in this NumPy: only the NumPy route runs")
-    blas.use_numpy_only(request.param == "numpy")
-    yield request.param
-    blas.use_numpy_only(False)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("alpha, beta", [(-1.0, 1.0), (0.5, 0.9), (2.0, 0.0)])
-def test_add_product_is_alpha_left_t_right_plus_beta_out(route, dtype, alpha, beta):
-    rng = np.random.default_rng(0)
-    left, right = rng.random((64, 200), dtype), rng.random((64, 300), dtype)
-    out = rng.random((200, 300), dtype)
-    expected = alpha * (left.astype(np.float64).T @ right) + beta * out
-    blas.add_product(out, left, right, alpha, beta)
-    assert out.dtype == dtype
-    assert np.allclose(out, expected, rtol=1e-5, atol=1e-4)
-
-
-def test_add_product_takes_vectors_and_views_the_blas_cannot(route):
-    rng = np.random.default_rng(1)
-    left = rng.random((300, 64), np.float32).T  # not C-contiguous
-    right = rng.random((64, 200), np.float32)
-    out = rng.random((300, 200), np.float32)
-    expected = out - left.T @ right
-    blas.add_product(out, left, right, -1.0, 1.0)
-    assert np.allclose(out, expected, rtol=1e-5, atol=1e-4)
-    bias = np.ones(300, np.float32)
-    blas.add_product(bias, left, np.ones(64, np.float32), 1.0, 0.5)
-    assert np.allclose(bias, 0.5 + left.sum(axis=0), rtol=1e-5)
 
 
 def step_twice(optimizer, factored, grad_scale):
@@ -66,6 +29,7 @@ OPTIMIZERS = {
     "nesterov": lambda: SGD(0.1, momentum=0.9, nesterov=True),
     "decay": lambda: SGD(0.1, weight_decay=0.01),
     "momentum+decay": lambda: SGD(0.1, momentum=0.9, weight_decay=0.01),
+    "nesterov+decay": lambda: SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
     "adam": lambda: Adam(0.01),
 }
 
