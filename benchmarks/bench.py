@@ -2,7 +2,8 @@
 
     python benchmarks/bench.py [--quick] [--json PATH] [--data-dir DIR]
 
-Every figure is the median of several repetitions after a warm-up:
+Every figure is the median of several repetitions after a warm-up; the epochs of one
+network are timed in interleaved rounds (floor, nnctl, torch, floor, ...):
 - floor: only the matrix products one training epoch needs (forward A W^T, backward
   delta^T A and delta W for each layer), on preallocated float32 arrays;
 - nnctl: one training epoch through the library, data in memory, no evaluation;
@@ -51,7 +52,27 @@ def median_time(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def gemm_floor(sizes, batch, samples, repeats) -> float:
+def interleaved_medians(runs: dict, repeats: int, settle: dict | None = None) -> dict:
+    """The median time of each run, timed in rounds that take every run in turn: this
+    machine's speed drifts by about 10% over a minute, and interleaving makes the drift hit
+    all of them alike, so their ratios hold. `settle` gives pauses before a run: OpenBLAS's
+    worker thread spins for about 0.1 s after NumPy's last product, which made PyTorch's
+    next epoch 24% slower when it followed at once (0.524 s against 0.423 s run on its own,
+    0.431 s after a 0.2 s pause); NumPy after PyTorch showed no such effect."""
+    settle = settle or {}
+    times = {name: [] for name in runs}
+    for round_ in range(repeats + 1):  # round 0 is the warm-up
+        for name, run in runs.items():
+            time.sleep(settle.get(name, 0.0))
+            started = time.perf_counter()
+            run()
+            if round_:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def floor_epoch(sizes, batch, samples):
+    """One epoch of just the matrix products, on preallocated float32 arrays."""
     rng = np.random.default_rng(0)
     pairs = list(zip(sizes, sizes[1:]))
     weights = [rng.standard_normal((o, i), dtype=np.float32) for i, o in pairs]
@@ -74,22 +95,23 @@ def gemm_floor(sizes, batch, samples, repeats) -> float:
                     np.matmul(deltas[layer + 1].T, acts[layer], out=grads[layer])
                     np.matmul(deltas[layer + 1], weights[layer], out=deltas[layer])
 
-    return median_time(epoch, repeats)
+    return epoch
 
 
-def nnctl_epoch(spec, x, y, scaler, repeats) -> float:
+def nnctl_epoch(spec, x, y, scaler):
     """As `nnctl train` runs it: uint8 images, each gathered batch scaled on the way."""
     rng = np.random.default_rng(0)
     activations = [get_activation("relu")] * (len(spec["sizes"]) - 2) + [get_activation("softmax")]
     network = Network.create(spec["sizes"], activations, rng)
     optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
     loss = get_loss("sparse_categorical_crossentropy")
-    return median_time(lambda: fit(network, loss, optimizer, x, y, epochs=1,
-                                   batch_size=spec["batch"], rng=rng,
-                                   transform=scaler.transformer(network.dtype)), repeats)
+    transform = scaler.transformer(network.dtype)
+    return lambda: fit(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
+                       rng=rng, transform=transform)
 
 
-def torch_epoch(spec, x, y, repeats) -> float | None:
+def torch_epoch(spec, x, y):
+    """The same network in PyTorch, or None without torch."""
     try:
         import torch
     except ImportError:
@@ -115,7 +137,7 @@ def torch_epoch(spec, x, y, repeats) -> float | None:
             loss.backward()
             optimizer.step()
 
-    return median_time(epoch, repeats)
+    return epoch
 
 
 def process_time(command, repeats, env=None) -> float:
@@ -164,7 +186,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
-    repeats = 2 if args.quick else 5
+    repeats = 2 if args.quick else 7
     data_dir = resolve_data_dir(args.data_dir)
     mnist = load_mnist(data_dir)
     samples = 10000 if args.quick else len(mnist.train_images)
@@ -173,13 +195,15 @@ def main() -> None:
     x = scaler.transform(raw)
 
     results = {"networks": []}
-    for spec in NETWORKS:  # NumPy figures first: torch's thread pool would disturb them
-        results["networks"].append({
-            "name": spec["name"], "batch": spec["batch"], "samples": samples,
-            "floor_s": gemm_floor(spec["sizes"], spec["batch"], samples, repeats),
-            "nnctl_s": nnctl_epoch(spec, raw, y, scaler, repeats)})
-    for spec, row in zip(NETWORKS, results["networks"]):
-        row["torch_s"] = torch_epoch(spec, x, y, repeats)
+    for spec in NETWORKS:
+        runs = {"floor_s": floor_epoch(spec["sizes"], spec["batch"], samples),
+                "nnctl_s": nnctl_epoch(spec, raw, y, scaler)}
+        torch_run = torch_epoch(spec, x, y)
+        if torch_run is not None:
+            runs["torch_s"] = torch_run
+        results["networks"].append({"name": spec["name"], "batch": spec["batch"],
+                                    "samples": samples, "torch_s": None,
+                                    **interleaved_medians(runs, repeats, {"torch_s": 0.2})})
     results.update(whole_process(data_dir, mnist.test_images[0], 3 if args.quick else 5))
 
     print(f"{'network':<16}{'batch':>6}{'floor s':>10}{'nnctl s':>10}{'torch s':>10}"

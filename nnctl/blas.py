@@ -143,7 +143,8 @@ def add_product(out: Array, left: Array, right: Array, alpha: float, beta: float
     if alpha == -1.0:
         out -= product
     else:
-        product *= alpha
+        if alpha != 1.0:
+            product *= alpha
         out += product
 
 
