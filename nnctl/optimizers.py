@@ -77,7 +77,7 @@ class SGD(Optimizer):
         rescale = lr / grad_scale
         velocities = self._slots("velocity", params) if mu else [None] * len(params)
         for p, v in zip(params, velocities):
-            if p.factors is not None and not (self.nesterov and p.decays and self.weight_decay):
+            if p.factors is not None:
                 self._step_from_factors(p, v, rescale)
                 continue
             g = self._gradient(p, rescale, lr)  # lr * dL/dparam from here on
@@ -94,7 +94,8 @@ class SGD(Optimizer):
         """The same step with the gradient's product folded into W (or v) by one GEMM and
         the rest done by AXPYs (see blas.py). Weight decay without momentum as W *= 1 -
         lr wd first: W - lr (g + wd W) = (1 - lr wd) W - lr g. Nesterov's W - lr g - mu v'
-        as W + mu v - (1 + mu) v', since lr g = v' - mu v."""
+        as W + mu v - (1 + mu) v', since lr g = v' - mu v; W moves before v' is known, so
+        its decay term is kept aside in .grad, which this route leaves unused."""
         left, right = p.take_factors()
         w, mu = p.value, self.momentum
         decay = self.learning_rate * self.weight_decay if p.decays else 0.0
@@ -104,11 +105,18 @@ class SGD(Optimizer):
             add_product(w, left, right, alpha=-rescale, beta=1.0)
             return
         if self.nesterov:
+            if decay:
+                np.multiply(w, decay, out=p.grad)
             add_scaled(w, mu, v)
+            add_product(v, left, right, alpha=rescale, beta=mu)
+            if decay:
+                add_scaled(v, 1.0, p.grad)
+            add_scaled(w, -(1.0 + mu), v)
+            return
         add_product(v, left, right, alpha=rescale, beta=mu)
         if decay:
             add_scaled(v, decay, w)
-        add_scaled(w, -(1.0 + mu) if self.nesterov else -1.0, v)
+        add_scaled(w, -1.0, v)
 
 
 class Adam(Optimizer):
