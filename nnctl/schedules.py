@@ -4,6 +4,9 @@
 - step:     base * gamma ** (completed post-warmup epochs // step_size).
 - cosine:   min + (base - min) (1 + cos(pi t / T)) / 2, t = post-warmup epochs completed,
             T = post-warmup epochs in all (Loshchilov and Hutter's SGDR, without restarts).
+            The rate would reach min one epoch after the last, so the last epoch still
+            learns (with min 0 it would otherwise be spent at rate 0), as PyTorch's
+            CosineAnnealingLR(T_max=epochs) stepped once an epoch.
 Warmup multiplies the rate by epoch / warmup for the first `warmup` epochs.
 """
 
@@ -23,6 +26,6 @@ def learning_rate(name: str, base: float, epoch: int, epochs: int, *, warmup: in
     if name == "step":
         return base * gamma ** (done // step_size)
     if name == "cosine":
-        span = max(1, epochs - warmup - 1)
+        span = max(1, epochs - warmup)
         return minimum + (base - minimum) * 0.5 * (1.0 + math.cos(math.pi * min(done, span) / span))
     return base

@@ -25,8 +25,10 @@ def test_schedules():
     assert [learning_rate("step", 1.0, e, 30, step_size=10, gamma=0.5) for e in (1, 10, 11, 21)] \
         == [1.0, 1.0, 0.5, 0.25]
     cosine = [learning_rate("cosine", 1.0, e, 11, minimum=0.1) for e in range(1, 12)]
-    assert cosine[0] == 1.0 and cosine[-1] == pytest.approx(0.1)
+    expected = [0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t / 11)) for t in range(11)]
+    assert cosine == pytest.approx(expected) and cosine[0] == 1.0
     assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    assert learning_rate("cosine", 0.1, 8, 8) > 0  # the last epoch still learns
     warm = [learning_rate("constant", 0.4, e, 10, warmup=4) for e in (1, 2, 4, 5)]
     assert warm == pytest.approx([0.1, 0.2, 0.4, 0.4])
 
