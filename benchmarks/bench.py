@@ -9,6 +9,8 @@ network are timed in interleaved rounds (floor, nnctl, torch, floor, ...):
 - nnctl: one training epoch through the library, data in memory, no evaluation;
 - torch: the same network, batch and learning rate in PyTorch on the CPU with a plain
   index-shuffle loop, when torch is importable;
+- evaluate: the pass over the test images `nnctl train` makes after every epoch, shown as
+  a share of nnctl's epoch;
 - whole processes: `nnctl --help`, `nnctl predict` of one image, `nnctl train` of one epoch
   with MNIST cached, and that training process's peak resident memory.
 """
@@ -33,7 +35,7 @@ from nnctl.data.scaler import MinMaxScaler
 from nnctl.losses import get_loss
 from nnctl.network import Network
 from nnctl.optimizers import SGD
-from nnctl.trainer import fit
+from nnctl.trainer import evaluate, fit
 
 NETWORKS = [
     {"name": "784-128-10", "sizes": [784, 128, 10], "batch": 64, "momentum": 0.0},
@@ -58,7 +60,8 @@ def interleaved_medians(runs: dict, repeats: int, settle: dict | None = None) ->
     all of them alike, so their ratios hold. `settle` gives pauses before a run: OpenBLAS's
     worker thread spins for about 0.1 s after NumPy's last product, which made PyTorch's
     next epoch 24% slower when it followed at once (0.524 s against 0.423 s run on its own,
-    0.431 s after a 0.2 s pause); NumPy after PyTorch showed no such effect."""
+    0.431 s after a 0.2 s pause; medians of 5 from a script alternating the two); NumPy
+    after PyTorch showed no such effect."""
     settle = settle or {}
     times = {name: [] for name in runs}
     for round_ in range(repeats + 1):  # round 0 is the warm-up
@@ -98,16 +101,28 @@ def floor_epoch(sizes, batch, samples):
     return epoch
 
 
+def relu_network(spec, rng):
+    activations = [get_activation("relu")] * (len(spec["sizes"]) - 2) + [get_activation("softmax")]
+    return Network.create(spec["sizes"], activations, rng)
+
+
 def nnctl_epoch(spec, x, y, scaler):
     """As `nnctl train` runs it: uint8 images, each gathered batch scaled on the way."""
     rng = np.random.default_rng(0)
-    activations = [get_activation("relu")] * (len(spec["sizes"]) - 2) + [get_activation("softmax")]
-    network = Network.create(spec["sizes"], activations, rng)
+    network = relu_network(spec, rng)
     optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
     loss = get_loss("sparse_categorical_crossentropy")
     transform = scaler.transformer(network.dtype)
     return lambda: fit(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
                        rng=rng, transform=transform)
+
+
+def evaluate_run(spec, x_test, y_test):
+    """The evaluation `nnctl train` makes after every epoch (the cost does not depend on
+    the weights' values, so a fresh network of the same shape stands in)."""
+    network = relu_network(spec, np.random.default_rng(0))
+    loss = get_loss("sparse_categorical_crossentropy")
+    return lambda: evaluate(network, loss, x_test, y_test)
 
 
 def torch_epoch(spec, x, y):
@@ -193,11 +208,15 @@ def main() -> None:
     raw, y = mnist.train_images[:samples], mnist.train_labels[:samples]
     scaler = MinMaxScaler.fit(mnist.train_images)
     x = scaler.transform(raw)
+    test_samples = 2000 if args.quick else len(mnist.test_images)
+    x_test = scaler.transform(mnist.test_images[:test_samples])
+    y_test = mnist.test_labels[:test_samples]
 
     results = {"networks": []}
     for spec in NETWORKS:
         runs = {"floor_s": floor_epoch(spec["sizes"], spec["batch"], samples),
-                "nnctl_s": nnctl_epoch(spec, raw, y, scaler)}
+                "nnctl_s": nnctl_epoch(spec, raw, y, scaler),
+                "evaluate_s": evaluate_run(spec, x_test, y_test)}
         torch_run = torch_epoch(spec, x, y)
         if torch_run is not None:
             runs["torch_s"] = torch_run
@@ -207,13 +226,14 @@ def main() -> None:
     results.update(whole_process(data_dir, mnist.test_images[0], 3 if args.quick else 5))
 
     print(f"{'network':<16}{'batch':>6}{'floor s':>10}{'nnctl s':>10}{'torch s':>10}"
-          f"{'nnctl/floor':>13}{'nnctl/torch':>13}")
+          f"{'nnctl/floor':>13}{'nnctl/torch':>13}{'test eval':>11}")
     for row in results["networks"]:
         torch_s = row["torch_s"]
         print(f"{row['name']:<16}{row['batch']:>6}{row['floor_s']:>10.3f}{row['nnctl_s']:>10.3f}"
               f"{torch_s if torch_s is not None else float('nan'):>10.3f}"
               f"{row['nnctl_s'] / row['floor_s']:>13.2f}"
-              f"{row['nnctl_s'] / torch_s if torch_s else float('nan'):>13.2f}")
+              f"{row['nnctl_s'] / torch_s if torch_s else float('nan'):>13.2f}"
+              f"{100 * row['evaluate_s'] / row['nnctl_s']:>10.1f}%")
     if any(row["torch_s"] is None for row in results["networks"]):
         print("torch is not installed: pip install torch==2.13.0 (or the bench extra) to compare")
     print(f"nnctl --help {results['help_s']:.3f} s; predict one image {results['predict_s']:.3f} s; "

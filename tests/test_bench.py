@@ -29,3 +29,5 @@ def test_the_benchmark_measures_a_tiny_slice():
     medians = bench.interleaved_medians(runs, repeats=1)
     assert set(medians) == {"floor", "nnctl"}
     assert all(0 < seconds < 5 for seconds in medians.values())
+    evaluation = bench.evaluate_run(spec, scaler.transform(raw), labels)()
+    assert evaluation.samples == 300

@@ -14,6 +14,12 @@ def run(*args, **kwargs):
     return runner.invoke(app, [str(a) for a in args], **kwargs)
 
 
+def config_file(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
 def test_help_lists_the_commands_and_version_prints():
     result = run("--help")
     assert result.exit_code == 0
@@ -23,8 +29,7 @@ def test_help_lists_the_commands_and_version_prints():
 
 
 def test_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text("model:\n  layers:\n    - {units: 10, activation: sofmax}\n")
+    config = config_file(tmp_path, "model:\n  layers:\n    - {units: 10, activation: sofmax}\n")
     result = run("train", config)
     assert result.exit_code == 2
     assert "did you mean 'softmax'" in result.output
@@ -41,12 +46,11 @@ def test_a_missing_config_and_weights_file_exit_2(tmp_path):
 
 
 def test_an_override_out_of_range_is_a_config_error(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(textwrap.dedent("""\
+    config = config_file(tmp_path, """\
         model:
           layers:
             - {units: 10, activation: softmax}
-        """))
+        """)
     result = run("train", config, "--learning-rate", "-1")
     assert result.exit_code == 2 and "training.learning_rate" in result.output
 
@@ -66,15 +70,14 @@ def test_download_with_no_mirror_reachable_is_one_clear_error(tmp_path, monkeypa
 
 
 def test_gradcheck_passes_on_random_inputs_without_mnist(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(textwrap.dedent("""\
+    config = config_file(tmp_path, """\
         model:
           layers:
             - {units: 6, activation: gelu}
             - {units: 5, activation: elu}
             - {units: 10, activation: softmax}
         loss: categorical_crossentropy
-        """))
+        """)
     result = run("gradcheck", config, "--data-dir", tmp_path / "empty", "--entries", "10")
     assert result.exit_code == 0, result.output
     assert "random inputs" in result.output and "W2" in result.output

@@ -55,23 +55,16 @@ def test_404_on_the_first_mirror_then_the_next(tmp_path, folder, serve):
     assert dest.read_bytes() == content
 
 
-def test_a_500_succeeds_on_retry(tmp_path, folder, serve):
+@pytest.mark.parametrize("faults, requests", [([500, 503], 3), (["truncate"], 2), (["reset"], 2)],
+                         ids=["5xx twice", "truncated body", "connection reset"])
+def test_a_transient_failure_is_retried_and_never_left_under_the_name(tmp_path, folder, serve,
+                                                                      faults, requests):
     root, content, digest = folder
     mirror = serve(root)
-    mirror.faults[f"/{NAME}.gz"] = [500, 503]
+    mirror.faults[f"/{NAME}.gz"] = list(faults)
     dest = cache(tmp_path)
     fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
-    assert len(mirror.requests) == 3
-    assert dest.read_bytes() == content
-
-
-def test_a_truncated_body_is_retried_and_never_left_under_the_name(tmp_path, folder, serve):
-    root, content, digest = folder
-    mirror = serve(root)
-    mirror.faults[f"/{NAME}.gz"] = ["truncate"]
-    dest = cache(tmp_path)
-    fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
-    assert len(mirror.requests) == 2
+    assert len(mirror.requests) == requests
     assert dest.read_bytes() == content
     assert leftovers(dest) == [NAME]
 
@@ -161,15 +154,5 @@ def test_a_server_that_stalls_mid_body_times_out_and_is_retried(tmp_path, folder
     dest = cache(tmp_path)
     policy = RetryPolicy(attempts=2, backoff=0.01, connect_timeout=2, read_timeout=0.5)
     fetch(f"{NAME}.gz", hashlib.sha256(content).hexdigest(), dest, [mirror.url], policy=policy)
-    assert len(mirror.requests) == 2
-    assert dest.read_bytes() == content
-
-
-def test_a_connection_reset_is_retried(tmp_path, folder, serve):
-    root, content, digest = folder
-    mirror = serve(root)
-    mirror.faults[f"/{NAME}.gz"] = ["reset"]
-    dest = cache(tmp_path)
-    fetch(f"{NAME}.gz", digest, dest, [mirror.url], policy=FAST)
     assert len(mirror.requests) == 2
     assert dest.read_bytes() == content
