@@ -1,79 +1,94 @@
-"""A feedforward network of dense layers, and backpropagation, in the tutorials' notation.
+"""A network is a sequence of layers; forward runs them in order, backprop in reverse.
 
-A batch is a matrix with one sample per row, so the tutorials' z = W a + b for a column a
-becomes Z = A W^T + b for the rows of A. W has shape (fan_out, fan_in) as in the tutorials.
-Backpropagation, for the output error delta_L = dL/dz_L:
+Inputs are rows of flat samples, as the data comes: (N, features), with an image's values
+in (channels, height, width) order. A network whose first layer is spatial sees them as a
+(N, height, width, channels) batch (a view when there is one channel).
 
-    dL/dW_l = delta_l^T A_{l-1}        dL/db_l = sum over the batch of delta_l
-    delta_{l-1} = (delta_l W_l) * f'_{l-1}(z_{l-1})
-
-The loss already averages over the batch (it divides by n), so these sums are the averaged
-gradients of mini-batch SGD. All intermediate arrays live in a workspace that is reused from
-batch to batch, so a training step allocates almost nothing.
+The loss already averages over the batch (it divides by n), so the gradients the layers
+sum are the averaged gradients of mini-batch SGD. Every layer keeps its intermediate
+arrays in a workspace reused from batch to batch, so a training step allocates almost
+nothing. For dense networks `Network.create` builds the tutorials' stack z_l = W_l a_{l-1}
++ b_l, a_l = f_l(z_l); the layers' own modules carry their math.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
 from nnctl.activations import Activation
-from nnctl.blas import affine
 from nnctl.initializers import default_for, init_weights
+from nnctl.layers.base import Activated, Layer, Shape
+from nnctl.layers.dense import Dense
+from nnctl.layers.dropout import Dropout
 from nnctl.losses import Loss
 from nnctl.parameter import Parameter
 
 Array = np.ndarray
 
 
-class _Workspace:
-    """The z, a and delta matrices of every layer for one batch size."""
+class _Activations(list):
+    """The activated layers' activations; assigning an item sets that layer's."""
 
-    def __init__(self, widths: Sequence[int], rows: int, dtype: np.dtype):
-        self.z = [np.empty((rows, width), dtype) for width in widths]
-        self.a = [np.empty((rows, width), dtype) for width in widths]
-        self.delta = [np.empty((rows, width), dtype) for width in widths]
-        self.ones = np.ones(rows, dtype)  # sum over the batch as a product: 3x faster
-        self.keep: list[Array | None] = [None] * len(widths)  # dropout masks, 1/(1-p) or 0
-        self.dropped: list[Array | None] = [None] * len(widths)
+    def __init__(self, layers: list[Activated]):
+        super().__init__(layer.activation for layer in layers)
+        self._layers = layers
 
-    def output(self, layer: int) -> Array:
-        """What the next layer sees: the activations, after dropout when it was applied."""
-        dropped = self.dropped[layer]
-        return self.a[layer] if dropped is None else dropped
+    def __setitem__(self, index, value):
+        super().__setitem__(index, value)
+        self._layers[index].activation = value
 
 
 class Network:
-    """Dense layers z_l = W_l a_{l-1} + b_l, a_l = f_l(z_l), for l = 1..L."""
+    """Layers applied in order to rows of flat samples of `input_shape`."""
 
-    def __init__(self, weights: Sequence[Array], biases: Sequence[Array],
-                 activations: Sequence[Activation], dropout: Sequence[float] | None = None):
+    def __init__(self, layers: Sequence[Layer], input_shape: Shape | None = None):
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("a network needs at least one layer")
+        self.input_shape = tuple(input_shape or self.layers[0].input_shape)
+        shape = self.input_shape
+        for layer in self.layers:
+            if layer.input_shape != shape:
+                raise ValueError(f"layer {layer.index} ({layer.kind}) takes "
+                                 f"{layer.input_shape}, the layer before gives {shape}")
+            shape = layer.output_shape
+        if not isinstance(self.layers[-1], Activated) or len(shape) != 1:
+            raise ValueError("the output layer must be a dense layer")
+        self.params: list[Parameter] = [p for layer in self.layers for p in layer.params]
+        # a layer's input gradient is wanted only when some layer below has parameters
+        self._wants_input_grad = [any(l.params for l in self.layers[:i])
+                                  for i in range(len(self.layers))]
+
+    @classmethod
+    def dense(cls, weights: Sequence[Array], biases: Sequence[Array],
+              activations: Sequence[Activation], dropout: Sequence[float] | None = None
+              ) -> Network:
+        """Dense layers from their W (fan_out, fan_in) and b; `dropout`, one rate per layer
+        (0 for the output layer), puts a dropout layer after each layer that has one."""
         if not (len(weights) == len(biases) == len(activations) >= 1):
             raise ValueError("need one weight matrix, bias vector and activation per layer")
-        for index, (w, b) in enumerate(zip(weights, biases)):
-            if w.ndim != 2 or b.shape != (w.shape[0],):
-                raise ValueError(f"layer {index}: W {w.shape} and b {b.shape} do not match")
-            if index and w.shape[1] != weights[index - 1].shape[0]:
-                raise ValueError(
-                    f"layer {index}: W has {w.shape[1]} inputs, the layer before has "
-                    f"{weights[index - 1].shape[0]} outputs"
-                )
-        self.activations = list(activations)
-        self.dropout = list(dropout) if dropout is not None else [0.0] * len(self.activations)
-        if len(self.dropout) != len(self.activations) or self.dropout[-1] != 0.0:
+        rates = list(dropout) if dropout is not None else [0.0] * len(activations)
+        if len(rates) != len(activations) or rates[-1] != 0.0:
             raise ValueError("dropout needs one rate per layer, 0 for the output layer")
-        self.params: list[Parameter] = []
-        for index, (w, b) in enumerate(zip(weights, biases)):
-            self.params.append(Parameter.of(f"W{index}", np.ascontiguousarray(w), True))
-            self.params.append(Parameter.of(f"b{index}", np.ascontiguousarray(b), False))
-        self._workspaces: dict[int, _Workspace] = {}
+        layers: list[Layer] = []
+        for index, (w, b, f, rate) in enumerate(zip(weights, biases, activations, rates)):
+            if layers and w.ndim == 2 and w.shape[1] != layers[-1].output_shape[0]:
+                raise ValueError(f"layer {index}: W has {w.shape[1]} inputs, the layer "
+                                 f"before has {layers[-1].output_shape[0]} outputs")
+            layers.append(Dense(index, w, b, f))
+            if rate:
+                layers.append(Dropout(index, layers[-1].output_shape, rate))
+        return cls(layers)
 
     @classmethod
     def create(cls, sizes: Sequence[int], activations: Sequence[Activation],
                rng: np.random.Generator, init: str | Sequence[str] = "auto",
-               dtype=np.float32, dropout: Sequence[float] | None = None) -> "Network":
-        """A fresh network; `init` is one name for all layers, a name per layer, or 'auto'."""
+               dtype=np.float32, dropout: Sequence[float] | None = None) -> Network:
+        """A fresh dense network; `init` is one name for all layers, a name per layer, or
+        'auto'."""
         layers = len(sizes) - 1
         names = [init] * layers if isinstance(init, str) else list(init)
         weights, biases = [], []
@@ -81,19 +96,31 @@ class Network:
             name = default_for(activation.name) if names[index] == "auto" else names[index]
             weights.append(init_weights(name, sizes[index], sizes[index + 1], rng, dtype))
             biases.append(np.zeros(sizes[index + 1], dtype=dtype))
-        return cls(weights, biases, activations, dropout)
+        return cls.dense(weights, biases, activations, dropout)
 
     @property
     def weights(self) -> list[Array]:
-        return [p.value for p in self.params[0::2]]
+        """The weight tensors, W of each dense and conv layer."""
+        return [p.value for p in self.params if p.decays]
 
     @property
     def biases(self) -> list[Array]:
-        return [p.value for p in self.params[1::2]]
+        return [layer.params[1].value for layer in self.layers if isinstance(layer, Dense)]
+
+    @property
+    def activations(self) -> list[Activation]:
+        return _Activations([layer for layer in self.layers if isinstance(layer, Activated)])
+
+    @property
+    def dropout(self) -> list[float]:
+        """The rates of the dropout layers: training draws masks when any is above 0."""
+        return [layer.rate for layer in self.layers if isinstance(layer, Dropout)]
 
     @property
     def sizes(self) -> list[int]:
-        return [self.params[0].value.shape[1]] + [w.shape[0] for w in self.weights]
+        """The flat input size and each dense layer's units (the tutorials' sizes)."""
+        return [math.prod(self.input_shape)] + [
+            layer.output_shape[0] for layer in self.layers if isinstance(layer, Dense)]
 
     @property
     def dtype(self) -> np.dtype:
@@ -102,33 +129,26 @@ class Network:
     def parameter_count(self) -> int:
         return sum(p.value.size for p in self.params)
 
-    def _workspace(self, rows: int) -> _Workspace:
-        workspace = self._workspaces.get(rows)
-        if workspace is None:
-            if len(self._workspaces) >= 4:
-                self._workspaces.clear()
-            workspace = self._workspaces[rows] = _Workspace(self.sizes[1:], rows, self.dtype)
-        return workspace
+    def architecture(self) -> list[tuple]:
+        """Each layer's kind, output shape and parameter shapes: what must match to resume."""
+        return [(layer.kind, layer.output_shape, [p.value.shape for p in layer.params])
+                for layer in self.layers]
 
-    def _forward_into(self, x: Array, ws: _Workspace,
-                      rng: np.random.Generator | None = None) -> None:
-        """The forward pass; with `rng`, inverted dropout on the layers that have a rate:
-        a unit is kept with probability 1 - p and scaled by 1/(1 - p), so nothing changes
-        at inference."""
-        a = x
-        for layer, activation in enumerate(self.activations):
-            w, b = self.params[2 * layer].value, self.params[2 * layer + 1].value
-            z = ws.z[layer]
-            affine(z, a, w, b)
-            activation.forward(z, ws.a[layer])
-            a = ws.a[layer]
-            rate = self.dropout[layer]
-            if rng is not None and rate > 0.0:
-                keep = rng.random(a.shape, dtype=a.dtype) >= rate
-                ws.keep[layer] = keep * np.asarray(1.0 / (1.0 - rate), a.dtype)
-                ws.dropped[layer] = a = a * ws.keep[layer]
-            else:
-                ws.keep[layer] = ws.dropped[layer] = None
+    def _as_input(self, x: Array) -> Array:
+        if len(self.input_shape) != 3:
+            return x
+        channels, height, width = self.input_shape
+        if channels == 1:
+            return x.reshape(len(x), height, width, 1)
+        return x.reshape(len(x), channels, height, width).transpose(0, 2, 3, 1)
+
+    def _forward(self, x: Array, training: bool, rng: np.random.Generator | None) -> Array:
+        """The forward pass; with `rng`, dropout layers drop (training). In training, batch
+        normalisation uses the batch's statistics and updates its running ones."""
+        a = self._as_input(x)
+        for layer in self.layers:
+            a = layer.forward(a, training, rng)
+        return a
 
     def forward(self, x: Array, chunk: int = 4096) -> Array:
         """The output activations for every row of x, computed in chunks of rows."""
@@ -141,20 +161,19 @@ class Network:
     def forward_chunks(self, x: Array, chunk: int = 4096):
         """Yield (start row, z_L, a_L) chunk by chunk; the arrays are reused between chunks."""
         x = np.asarray(x, dtype=self.dtype)
+        last = self.layers[-1]
         for start in range(0, len(x), chunk):
-            rows = x[start:start + chunk]
-            ws = self._workspace(len(rows))
-            self._forward_into(rows, ws)
-            yield start, ws.z[-1], ws.a[-1]
+            self._forward(x[start:start + chunk], False, None)
+            yield start, last.z, last.a
 
     def loss(self, x: Array, y: Array, loss: Loss,
-             rng: np.random.Generator | None = None) -> float:
+             rng: np.random.Generator | None = None, training: bool = True) -> float:
         """The batch's mean loss, by the same route backprop takes (fused or general)."""
-        ws = self._workspace(len(x))
-        self._forward_into(np.asarray(x, dtype=self.dtype), ws, rng)
-        if loss.natural_output == self.activations[-1].name:
-            return loss.fused_value(ws.z[-1], y)
-        return loss.value(ws.a[-1], y)
+        self._forward(np.asarray(x, dtype=self.dtype), training, rng)
+        last = self.layers[-1]
+        if loss.natural_output == last.activation.name:
+            return loss.fused_value(last.z, y)
+        return loss.value(last.a, y)
 
     def backprop(self, x: Array, y: Array, loss: Loss, want_loss: bool = True,
                  rng: np.random.Generator | None = None, grad_scale: float = 1.0,
@@ -163,14 +182,14 @@ class Network:
 
         Returns the batch's mean loss (nan when not wanted) and the output activations,
         which stay valid until the next call with the same batch size. With `rng`, dropout
-        is applied (training); without, the network is deterministic. Backprop is linear in
-        the output error, so `grad_scale` (an optimizer's learning rate) scales that one
-        small matrix and every gradient follows. `factored` leaves each gradient as its
-        factors (Parameter.factors) for the optimizer, valid until the next call."""
-        ws = self._workspace(len(x))
-        self._forward_into(x, ws, rng)
-        output = self.activations[-1]
-        z, a, delta = ws.z[-1], ws.a[-1], ws.delta[-1]
+        is applied; without, the network is deterministic. Backprop is linear in the output
+        error, so `grad_scale` (an optimizer's learning rate) scales that one small matrix
+        and every gradient follows. `factored` leaves each gradient it can as its factors
+        (Parameter.factors) for the optimizer, valid until the next call."""
+        self._forward(x, True, rng)
+        last = self.layers[-1]
+        output = last.activation
+        z, a, delta = last.z, last.a, last.output_delta()
         if loss.natural_output == output.name:
             value = loss.fused_value(z, y, a) if want_loss else float("nan")
             loss.fused_delta(a, y, delta, grad_scale)
@@ -180,23 +199,7 @@ class Network:
             output.backward(z, a, delta)
             if grad_scale != 1.0:
                 delta *= grad_scale
-        self._backward(x, ws, factored)
+        below = last.backward_z(delta, self._wants_input_grad[-1], factored)
+        for index in range(len(self.layers) - 2, -1, -1):
+            below = self.layers[index].backward(below, self._wants_input_grad[index], factored)
         return value, a
-
-    def _backward(self, x: Array, ws: _Workspace, factored: bool = False) -> None:
-        for layer in range(len(self.activations) - 1, -1, -1):
-            w, b = self.params[2 * layer], self.params[2 * layer + 1]
-            delta = ws.delta[layer]
-            a_prev = x if layer == 0 else ws.output(layer - 1)
-            if factored:
-                w.factors, b.factors = (delta, a_prev), (delta, ws.ones)
-            else:
-                w.factors = b.factors = None
-                np.matmul(delta.T, a_prev, out=w.grad)
-                np.matmul(ws.ones, delta, out=b.grad)
-            if layer:
-                below = ws.delta[layer - 1]
-                np.matmul(delta, w.value, out=below)
-                if ws.keep[layer - 1] is not None:
-                    below *= ws.keep[layer - 1]
-                self.activations[layer - 1].backward(ws.z[layer - 1], ws.a[layer - 1], below)

@@ -172,8 +172,9 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
         raise UsageError(f"{path}: scaler arrays should be scalars or ({sizes[0]},) vectors")
     activations = [get_activation(l.activation, **l.activation_params()) for l in config.model.layers]
     dtype = np.dtype(config.training.dtype)
-    network = Network([w.astype(dtype) for w in weights], [b.astype(dtype) for b in biases],
-                      activations, [layer.dropout for layer in config.model.layers])
+    network = Network.dense([w.astype(dtype) for w in weights],
+                            [b.astype(dtype) for b in biases], activations,
+                            [layer.dropout for layer in config.model.layers])
     history = _json(archive, "history", path)
     state = _json(archive, "train_state", path) if "train_state" in keys else None
     slots: dict[str, list[np.ndarray]] = {}

@@ -1,0 +1,102 @@
+"""The layer protocol every kind of layer follows, and what the activated ones share.
+
+A layer maps a batch to a batch. `forward(x, training, rng)` returns its output (an array it
+owns and reuses for the next batch of the same size); `backward(delta, need_input_grad,
+factored)` takes delta = dL/d(output), fills its parameters' gradients and returns
+dL/d(input), or None when nothing below needs it. Per-sample shapes are written (units,) or
+(channels, height, width); in memory a spatial batch is (N, height, width, channels), so
+that a pixel's channels are adjacent and im2col copies whole runs of them.
+
+Activated layers (dense, conv, batch_norm) compute z, then a = f(z) in place of a separate
+activation layer, and split backward in two: f' first, then `backward_z(dL/dz)`, which the
+network calls directly for the output layer when the loss gives dL/dz at once.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from nnctl.activations import Activation
+from nnctl.parameter import Parameter
+
+Array = np.ndarray
+Shape = tuple[int, ...]
+MAX_WORKSPACES = 4  # batch sizes kept: training's, its last partial batch, evaluation's
+
+
+class Layer:
+    """Base: parameters, shapes, and a workspace of arrays per batch size."""
+
+    kind = ""
+
+    def __init__(self, index: int, input_shape: Shape, output_shape: Shape):
+        self.index = index  # the layer's place in the config's model.layers: names its arrays
+        self.input_shape, self.output_shape = tuple(input_shape), tuple(output_shape)
+        self.params: list[Parameter] = []
+        self._workspaces: dict[int, dict[str, Array]] = {}
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.params[0].value.dtype if self.params else np.dtype(np.float32)
+
+    def workspace(self, rows: int, allocate: Callable[[int], dict[str, Array]]
+                  ) -> dict[str, Array]:
+        """The arrays for a batch of `rows`, made once by `allocate(rows)` and reused."""
+        found = self._workspaces.get(rows)
+        if found is None:
+            if len(self._workspaces) >= MAX_WORKSPACES:
+                self._workspaces.clear()
+            found = self._workspaces[rows] = allocate(rows)
+        return found
+
+    def forward(self, x: Array, training: bool, rng: np.random.Generator | None) -> Array:
+        raise NotImplementedError
+
+    def backward(self, delta: Array, need_input_grad: bool, factored: bool) -> Array | None:
+        raise NotImplementedError
+
+    def arrays(self) -> dict[str, Array]:
+        """What the weights file keeps of this layer, by key, in the file's layout."""
+        return {p.name: p.value for p in self.params}
+
+    def load_arrays(self, arrays: dict[str, Array]) -> None:
+        """Take the values `arrays()` names, shapes already checked, in the file's layout."""
+        for p in self.params:
+            p.value[...] = arrays[p.name]
+
+    def describe(self) -> str:
+        """A few words for the model summary: the kernel, the rate, the activation."""
+        return ""
+
+
+def activation_text(activation: Activation) -> str:
+    return activation.name + "".join(f" {k}={v:g}" for k, v in activation.params.items())
+
+
+class Activated(Layer):
+    """A layer whose output is a = f(z); `self.z`, `self.a` hold the last batch's, as
+    (rows, features) matrices."""
+
+    activation: Activation
+    z: Array
+    a: Array
+    _ws: dict[str, Array]  # the workspace of the last forward pass
+
+    def backward(self, delta: Array, need_input_grad: bool, factored: bool) -> Array | None:
+        z, a = self.z, self.a
+        dz = delta.reshape(z.shape)
+        self.activation.backward(z, a, dz)
+        return self.backward_z(dz, need_input_grad, factored)
+
+    def backward_z(self, dz: Array, need_input_grad: bool, factored: bool) -> Array | None:
+        """Parameters' gradients and dL/d(input) from dL/dz, a (rows, features) matrix."""
+        raise NotImplementedError
+
+    def output_delta(self) -> Array:
+        """A matrix shaped like z for the loss to write dL/dz into (output layers)."""
+        ws = self._ws
+        if "delta" not in ws:
+            ws["delta"] = np.empty_like(self.z)
+        return ws["delta"]
