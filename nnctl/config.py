@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from nnctl.activations import OUTPUT_ONLY, REGISTRY as ACTIVATIONS
-from nnctl.data.mnist import NUM_CLASSES, NUM_PIXELS
+from nnctl.data.mnist import IMAGE_SIDE, NUM_CLASSES, NUM_PIXELS
 from nnctl.data.scaler import MODES as SCALING_MODES
 from nnctl.errors import ConfigError
 from nnctl.initializers import INITIALIZERS
+from nnctl.layers import schema
+from nnctl.layers.build import input_shape
 from nnctl.losses import LOSSES
 from nnctl.optimizers import OPTIMIZERS
 from nnctl.schedules import SCHEDULES
@@ -35,6 +37,7 @@ class LayerConfig:
     slope: float | None = None
     alpha: float | None = None
     dropout: float = 0.0
+    type: str = "dense"
 
     def activation_params(self) -> dict[str, float]:
         return {k: v for k, v in (("slope", self.slope), ("alpha", self.alpha)) if v is not None}
@@ -62,8 +65,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    input: int = NUM_PIXELS
-    layers: list[LayerConfig] = field(default_factory=list)
+    input: int | list[int] = NUM_PIXELS  # values, or [channels, height, width]
+    layers: list = field(default_factory=list)  # LayerConfig and nnctl.layers.schema's
     init: str = "auto"
 
 
@@ -112,7 +115,9 @@ class Config:
 
     @property
     def sizes(self) -> list[int]:
-        return [self.model.input] + [layer.units for layer in self.model.layers]
+        """The flat input size and each dense layer's units (the tutorials' sizes)."""
+        return [math.prod(input_shape(self.model))] + [
+            layer.units for layer in self.model.layers if layer.type == "dense"]
 
 
 class _Checker:
@@ -262,11 +267,14 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
 
     m = c.section(top.get("model"), "model", ("input", "layers", "init"))
     model = ModelConfig(
-        input=c.integer(m, "model", "input", NUM_PIXELS, 1, MAX_UNITS),
+        input=_input(c, m),
         layers=_layers(c, m.get("layers")),
         init=c.choice(m, "model", "init", "auto", ("auto",) + INITIALIZERS),
     )
-    if model.input != NUM_PIXELS:
+    if isinstance(model.input, list) and model.input != [1, IMAGE_SIDE, IMAGE_SIDE]:
+        c.fail("model.input", f"MNIST images are [1, {IMAGE_SIDE}, {IMAGE_SIDE}] (channels, "
+                              f"height, width), got {model.input}")
+    elif isinstance(model.input, int) and model.input != NUM_PIXELS:
         c.fail("model.input", f"MNIST images have {NUM_PIXELS} pixels, got {model.input}")
 
     loss = c.choice(top, "", "loss", "sparse_categorical_crossentropy", tuple(LOSSES))
@@ -304,7 +312,16 @@ def _layers(c: _Checker, raw: Any) -> list[LayerConfig]:
     layers = []
     for index, item in enumerate(raw):
         path = f"model.layers[{index}]"
-        entry = c.section(item, path, ("units", "activation", "slope", "alpha", "dropout"))
+        kind = item.get("type", "dense") if isinstance(item, dict) else "dense"
+        if kind != "dense":
+            if kind in schema.TYPES:
+                layers.append(schema.parse_layer(c, item, path, kind, ACTIVATIONS,
+                                                 ACTIVATION_PARAMS))
+            else:
+                c.choice(item, path, "type", "dense", schema.TYPES)
+            continue
+        entry = c.section(item, path, ("type", "units", "activation", "slope", "alpha",
+                                       "dropout"))
         if not isinstance(item, dict):
             continue
         activation = c.choice(entry, path, "activation", None, tuple(ACTIVATIONS))
@@ -320,6 +337,18 @@ def _layers(c: _Checker, raw: Any) -> list[LayerConfig]:
                     setattr(layer, name, c.number(entry, path, name, None, 0.0, low_open=low_open))
         layers.append(layer)
     return layers
+
+
+def _input(c: _Checker, m: dict) -> int | list[int]:
+    """model.input: a number of values, or [channels, height, width]."""
+    raw = m.get("input", NUM_PIXELS)
+    if isinstance(raw, list) and len(raw) == 3:
+        values = [c.integer({"input": v}, "model", "input", None, 1, MAX_UNITS) for v in raw]
+        return NUM_PIXELS if None in values else values
+    if isinstance(raw, list):
+        c.fail("model.input", f"expected a number or [channels, height, width], got {raw}")
+        return NUM_PIXELS
+    return c.integer(m, "model", "input", NUM_PIXELS, 1, MAX_UNITS)
 
 
 def _schedule(c: _Checker, raw: Any) -> ScheduleConfig:
@@ -363,9 +392,15 @@ def _optimizer(c: _Checker, raw: Any) -> OptimizerConfig:
 
 def _cross_checks(c: _Checker, config: Config) -> None:
     layers = config.model.layers
-    if not layers or any(layer.units is None or layer.activation is None for layer in layers):
+    if not layers or any(getattr(layer, "activation", "") is None for layer in layers):
         return
     last = len(layers) - 1
+    if layers[-1].type != "dense":
+        c.fail(f"model.layers[{last}].type", f"the output layer must be dense, with "
+                                             f"{NUM_CLASSES} units (one per digit)")
+        return
+    if any(layer.type == "dense" and layer.units is None for layer in layers):
+        return
     if layers[-1].units != NUM_CLASSES:
         c.fail(f"model.layers[{last}].units",
                f"the output layer needs {NUM_CLASSES} units (one per digit), got "
@@ -375,7 +410,7 @@ def _cross_checks(c: _Checker, config: Config) -> None:
     if config.training.early_stopping and not config.data.validation:
         c.fail("training.early_stopping", "needs a validation split (data.validation > 0)")
     for index, layer in enumerate(layers[:-1]):
-        if layer.activation in OUTPUT_ONLY:
+        if getattr(layer, "activation", None) in OUTPUT_ONLY:
             c.fail(f"model.layers[{index}].activation",
                    f"{layer.activation} belongs to the output layer only")
     output = layers[-1].activation
@@ -384,9 +419,8 @@ def _cross_checks(c: _Checker, config: Config) -> None:
         suited = ", ".join(sorted(loss.outputs))
         c.fail("loss", f"{config.loss} cannot work with a {output} output layer "
                        f"(it needs one of: {suited})")
-    sizes = config.sizes
-    parameters = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
-    if parameters > MAX_PARAMETERS:
+    parameters = schema.check_shapes(c, input_shape(config.model), layers)
+    if parameters is not None and parameters > MAX_PARAMETERS:
         c.fail("model.layers", f"{parameters:,} parameters is more than the {MAX_PARAMETERS:,} "
                                "nnctl allows")
     available = TRAIN_SAMPLES - config.data.validation

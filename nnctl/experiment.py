@@ -16,13 +16,13 @@ from typing import Callable
 
 import numpy as np
 
-from nnctl.activations import get_activation
 from nnctl.augment import augment
 from nnctl.config import Config
 from nnctl.data.download import DownloadObserver
 from nnctl.data.mnist import NUM_CLASSES, load_mnist
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import NnctlError, UsageError
+from nnctl.layers import build as layers
 from nnctl.losses import Loss, get_loss
 from nnctl.metrics import ClassFigures, confusion_matrix, per_class
 from nnctl.network import Network
@@ -67,11 +67,7 @@ def prepare_data(config: Config, data_dir: str | Path | None = None,
 
 
 def build_network(config: Config, rng: np.random.Generator) -> Network:
-    activations = [get_activation(layer.activation, **layer.activation_params())
-                   for layer in config.model.layers]
-    return Network.create(config.sizes, activations, rng, config.model.init,
-                          np.dtype(config.training.dtype),
-                          [layer.dropout for layer in config.model.layers])
+    return layers.build_network(config.model, rng, np.dtype(config.training.dtype))
 
 
 def build_schedule(config: Config) -> Callable[[int], float]:
@@ -169,8 +165,9 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
             return False
         accuracy = report.evaluations["validation"].accuracy
         if accuracy > best["accuracy"]:
-            best.update(accuracy=accuracy, epoch=report.epoch,
-                        params=[p.value.copy() for p in network.params])
+            best.update(accuracy=accuracy, epoch=report.epoch, params={
+                key: value.copy() for layer in network.layers
+                for key, value in layer.arrays().items()})
         return report.epoch - best["epoch"] >= patience
 
     if first <= config.training.epochs:
@@ -191,8 +188,8 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         raise TrainingInterrupted(f"interrupted; {where}") from None
     restored = 0
     if best["params"] is not None and best["epoch"] != history[-1]["epoch"]:
-        for p, value in zip(network.params, best["params"]):
-            p.value[...] = value
+        for layer in network.layers:  # weights and batch-norm statistics
+            layer.load_arrays(best["params"])
         restored = best["epoch"]
         save_state(None)  # the best epoch's weights with the last epoch's state would not resume
     epoch, metric = best_epoch(history)
@@ -218,6 +215,8 @@ def _restore(resume: Checkpoint, config: Config, splits: Splits, rng: np.random.
     if resume.config.sizes != config.sizes:
         raise UsageError(f"cannot resume: the weights have layer sizes {resume.config.sizes}, "
                          f"the config {config.sizes}")
+    if resume.network.architecture() != build_network(config, np.random.default_rng(0)).architecture():
+        raise UsageError("cannot resume: the weights file's layers differ from the config's")
     try:
         rng.bit_generator.state = state["rng"]
         optimizer.steps = int(state["optimizer_steps"])

@@ -27,6 +27,7 @@ from nnctl.losses import Loss
 from nnctl.parameter import Parameter
 
 Array = np.ndarray
+CHUNK_BYTES = 1 << 26  # inference in chunks whose largest workspace stays near 64 MB
 
 
 class _Activations(list):
@@ -129,6 +130,13 @@ class Network:
     def parameter_count(self) -> int:
         return sum(p.value.size for p in self.params)
 
+    def summary(self) -> list[tuple[str, Shape, int, str]]:
+        """Per layer, as Keras's model.summary(): its name, output shape (per sample),
+        parameter count and a few words (kernel, rate, activation)."""
+        return [(f"{layer.kind} {layer.index}", layer.output_shape,
+                 sum(p.value.size for p in layer.params), layer.describe())
+                for layer in self.layers]
+
     def architecture(self) -> list[tuple]:
         """Each layer's kind, output shape and parameter shapes: what must match to resume."""
         return [(layer.kind, layer.output_shape, [p.value.shape for p in layer.params])
@@ -159,9 +167,12 @@ class Network:
         return out
 
     def forward_chunks(self, x: Array, chunk: int = 4096):
-        """Yield (start row, z_L, a_L) chunk by chunk; the arrays are reused between chunks."""
+        """Yield (start row, z_L, a_L) chunk by chunk; the arrays are reused between chunks.
+        Chunks are smaller where a layer's workspace would pass CHUNK_BYTES (im2col)."""
         x = np.asarray(x, dtype=self.dtype)
         last = self.layers[-1]
+        chunk = max(1, min(chunk, CHUNK_BYTES // (self.dtype.itemsize * max(
+            layer.floats_per_sample() for layer in self.layers))))
         for start in range(0, len(x), chunk):
             self._forward(x[start:start + chunk], False, None)
             yield start, last.z, last.a

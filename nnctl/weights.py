@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from nnctl import __version__
-from nnctl.activations import get_activation
 from nnctl.config import Config, config_from_dict
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import ConfigError, NnctlError, UsageError
+from nnctl.layers.build import build_network
 from nnctl.network import Network
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: conv kernels, batch-norm arrays; version 1 files (dense) read as they are
 REQUIRED = ("format_version", "nnctl_version", "config", "history", "scaler_min", "scaler_max")
 
 
@@ -49,8 +49,8 @@ def save(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         "history": np.array(json.dumps(checkpoint.history)),
         **checkpoint.scaler.to_arrays(),
     }
-    for index, (w, b) in enumerate(zip(checkpoint.network.weights, checkpoint.network.biases)):
-        arrays[f"W{index}"], arrays[f"b{index}"] = w, b
+    for layer in checkpoint.network.layers:
+        arrays.update(layer.arrays())
     if checkpoint.train_state is not None:
         arrays["train_state"] = np.array(json.dumps(checkpoint.train_state))
         for slot, values in checkpoint.optimizer_state.items():
@@ -145,36 +145,35 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
     except ConfigError as error:
         first = str(error).splitlines()[0]
         raise UsageError(f"{path}: its config does not validate: {first}") from None
-    layers = len(config.model.layers)
-    expected = {f"{p}{i}" for p in "Wb" for i in range(layers)}
-    known = expected | set(REQUIRED) | {"train_state"}
+    dtype = np.dtype(config.training.dtype)
+    network = build_network(config.model, np.random.default_rng(0), dtype)
+    expected = {key: value.shape for layer in network.layers
+                for key, value in layer.arrays().items()}
+    known = set(expected) | set(REQUIRED) | {"train_state"}
     extra = sorted(k for k in keys - known if not k.startswith("opt_"))
     if extra:
         raise UsageError(f"{path}: unexpected arrays {', '.join(extra)}")
-    if missing := sorted(expected - keys):
-        raise UsageError(f"{path}: missing arrays {', '.join(missing)} for {layers} layers")
-    weights = [archive[f"W{i}"] for i in range(layers)]
-    biases = [archive[f"b{i}"] for i in range(layers)]
-    sizes = config.sizes
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        if w.shape != (sizes[i + 1], sizes[i]) or b.shape != (sizes[i + 1],):
-            raise UsageError(
-                f"{path}: W{i} {w.shape} and b{i} {b.shape} should be "
-                f"({sizes[i + 1]}, {sizes[i]}) and ({sizes[i + 1]},) as the config says"
-            )
-        for name, value in ((f"W{i}", w), (f"b{i}", b)):
-            if value.dtype not in (np.float32, np.float64):
-                raise UsageError(f"{path}: {name} has dtype {value.dtype}, expected float")
-            if not np.isfinite(value).all():
-                raise UsageError(f"{path}: {name} holds nan or infinite values")
+    if missing := sorted(set(expected) - keys):
+        raise UsageError(f"{path}: missing arrays {', '.join(missing)} for "
+                         f"{len(config.model.layers)} layers")
+    arrays = {name: archive[name] for name in expected}
+    for layer in network.layers:
+        names = list(layer.arrays())
+        if any(arrays[name].shape != expected[name] for name in names):
+            found = " and ".join(f"{name} {arrays[name].shape}" for name in names)
+            wanted = " and ".join(str(expected[name]) for name in names)
+            raise UsageError(f"{path}: {found} should be {wanted} as the config says")
+    for name, value in arrays.items():
+        if value.dtype not in (np.float32, np.float64):
+            raise UsageError(f"{path}: {name} has dtype {value.dtype}, expected float")
+        if not np.isfinite(value).all():
+            raise UsageError(f"{path}: {name} holds nan or infinite values")
+    for layer in network.layers:
+        layer.load_arrays(arrays)
+    size = network.sizes[0]
     scaler = MinMaxScaler.from_arrays(archive)
-    if scaler.data_min.shape not in ((), (sizes[0],)) or scaler.data_max.shape != scaler.data_min.shape:
-        raise UsageError(f"{path}: scaler arrays should be scalars or ({sizes[0]},) vectors")
-    activations = [get_activation(l.activation, **l.activation_params()) for l in config.model.layers]
-    dtype = np.dtype(config.training.dtype)
-    network = Network.dense([w.astype(dtype) for w in weights],
-                            [b.astype(dtype) for b in biases], activations,
-                            [layer.dropout for layer in config.model.layers])
+    if scaler.data_min.shape not in ((), (size,)) or scaler.data_max.shape != scaler.data_min.shape:
+        raise UsageError(f"{path}: scaler arrays should be scalars or ({size},) vectors")
     history = _json(archive, "history", path)
     state = _json(archive, "train_state", path) if "train_state" in keys else None
     slots: dict[str, list[np.ndarray]] = {}

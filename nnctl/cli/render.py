@@ -18,15 +18,13 @@ def _percent(value: float) -> str:
 
 def model_summary(console: Console, network, config) -> None:
     table = Table(title="model", box=box.SIMPLE_HEAD, title_justify="left")
-    for name in ("layer", "weights W", "bias b", "activation", "parameters"):
+    for name in ("layer", "output shape", "details", "parameters"):
         table.add_column(name, justify="right" if name == "parameters" else "left")
-    table.add_row("input", f"{network.sizes[0]} values", "", "", "")
-    for index, (w, b, f) in enumerate(zip(network.weights, network.biases, network.activations)):
-        table.add_row(f"dense {index}", f"{w.shape[0]} x {w.shape[1]}", f"{b.shape[0]}",
-                      f.name + "".join(f" {k}={v:g}" for k, v in f.params.items()),
-                      f"{w.size + b.size:,}")
+    table.add_row("input", _shape(network.input_shape), "", "")
+    for name, shape, count, details in network.summary():
+        table.add_row(name, _shape(shape), details, f"{count:,}")
     table.add_section()
-    table.add_row("total", "", "", "", f"{network.parameter_count():,}")
+    table.add_row("total", "", "", f"{network.parameter_count():,}")
     console.print(table)
     t = config.training
     o = t.optimizer
@@ -35,6 +33,10 @@ def model_summary(console: Console, network, config) -> None:
     console.print(f"loss {config.loss}; optimizer {o.name} (learning rate {t.learning_rate:g}, {extras}, weight "
                   f"decay {o.weight_decay:g}), batch {t.batch_size}, {t.epochs} epochs, seed "
                   f"{t.seed}, {t.dtype}", highlight=False)
+
+
+def _shape(shape: tuple) -> str:
+    return f"{shape[0]} values" if len(shape) == 1 else " x ".join(map(str, shape))
 
 
 def _epoch_table(header: bool) -> Table:

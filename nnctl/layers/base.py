@@ -14,6 +14,7 @@ network calls directly for the output layer when the loss gives dL/dz at once.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -65,6 +66,10 @@ class Layer:
         """Take the values `arrays()` names, shapes already checked, in the file's layout."""
         for p in self.params:
             p.value[...] = arrays[p.name]
+
+    def floats_per_sample(self) -> int:
+        """About how many values the workspace holds per sample: bounds inference chunks."""
+        return 3 * math.prod(self.output_shape) + math.prod(self.input_shape)
 
     def describe(self) -> str:
         """A few words for the model summary: the kernel, the rate, the activation."""

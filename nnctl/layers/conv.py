@@ -1,0 +1,156 @@
+"""The 2D convolution layer, as one matrix product per batch (im2col).
+
+Each filter f is a kh x kw x C block of weights w_f and a bias b_f; its output at (p, q)
+is the dot product of w_f with the input window under it, plus b_f:
+
+    z[n, p, q, f] = sum_{i, j, c} w[f, i, j, c] x_pad[n, s p + i, s q + j, c] + b[f]
+
+Write the windows as rows of a matrix X (im2col: N OH OW rows, kh kw C columns) and the
+filters as rows of W (filters x kh kw C), and this is the dense layer's formula over the
+windows of the whole batch: Z = X W^T + b. So backprop is the dense layer's too, with the
+windows as the inputs:
+
+    dL/dW = delta^T X        dL/db = sum over all windows of delta        dL/dX = delta W
+
+and dL/dx adds each entry of dL/dX back to the pixel it was copied from (col2im). In the
+weights file a kernel is (filters, channels, kh, kw), the layout of PyTorch and Caffe; in
+memory W is the (filters, kh kw C) matrix the product wants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnctl.activations import Activation
+from nnctl.blas import affine
+from nnctl.layers.base import Activated, Array, Shape, activation_text
+from nnctl.layers.im2col import col2im, im2col
+from nnctl.parameter import Parameter
+
+Pair = tuple[int, int]
+
+
+def padding_for(size: Pair, kernel: Pair, stride: Pair, padding: str | int | Pair
+                ) -> tuple[Pair, Pair]:
+    """(top, bottom), (left, right) padding: 'valid' none, 'same' enough for ceil(size /
+    stride) outputs (the extra pixel, if any, at the bottom and right, as Keras does), or
+    a number of pixels on every side, or (rows, columns)."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        pads = []
+        for n, k, s in zip(size, kernel, stride):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return pads[0], pads[1]
+    rows, cols = (padding, padding) if isinstance(padding, int) else padding
+    return (rows, rows), (cols, cols)
+
+
+def output_size(size: Pair, kernel: Pair, stride: Pair, pads: tuple[Pair, Pair]) -> Pair:
+    """Windows along each axis: floor((n + padding - k) / s) + 1, 0 or less if none fit."""
+    return tuple((n + sum(p) - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, pads))
+
+
+class Conv2D(Activated):
+    kind = "conv"
+
+    def __init__(self, index: int, input_shape: Shape, w: Array, b: Array, kernel: Pair,
+                 stride: Pair, padding: str | int | Pair, activation: Activation):
+        channels, height, width = input_shape
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.pads = padding_for((height, width), self.kernel, self.stride, padding)
+        self.padding = padding
+        oh, ow = output_size((height, width), self.kernel, self.stride, self.pads)
+        filters = w.shape[0]
+        if w.shape != (filters, self.kernel[0] * self.kernel[1] * channels) or b.shape != (filters,):
+            raise ValueError(f"layer {index}: W {w.shape} and b {b.shape} do not fit "
+                             f"{filters} {self.kernel} kernels over {channels} channels")
+        if oh < 1 or ow < 1:
+            raise ValueError(f"layer {index}: a {self.kernel} kernel does not fit in "
+                             f"{height}x{width} with padding {padding}")
+        super().__init__(index, input_shape, (filters, oh, ow))
+        self._padded = any(self.pads[0] + self.pads[1])
+        self.activation = activation
+        self.params = [Parameter.of(f"W{index}", np.ascontiguousarray(w), True),
+                       Parameter.of(f"b{index}", np.ascontiguousarray(b), False)]
+
+    def _allocate(self, n: int) -> dict[str, Array]:
+        channels, height, width = self.input_shape
+        filters, oh, ow = self.output_shape
+        (top, bottom), (left, right) = self.pads
+        kh, kw = self.kernel
+        dtype, rows = self.dtype, n * oh * ow
+        padded = (n, height + top + bottom, width + left + right, channels)
+        return {"padded": np.zeros(padded if self._padded else (0,), dtype),
+                "cols": np.empty((n, oh, ow, kh, kw, channels), dtype),
+                "z": np.empty((rows, filters), dtype), "a": np.empty((rows, filters), dtype),
+                "ones": np.ones(rows, dtype)}
+
+    def forward(self, x: Array, training: bool, rng: np.random.Generator | None) -> Array:
+        n = len(x)
+        ws = self._ws = self.workspace(n, self._allocate)
+        padded = ws["padded"] if self._padded else x
+        if self._padded:
+            (top, _), (left, _) = self.pads
+            _, height, width = self.input_shape
+            padded[:, top:top + height, left:left + width] = x
+        im2col(padded, self.kernel, self.stride, ws["cols"])
+        self.cols = ws["cols"].reshape(len(ws["z"]), -1)
+        self.z, self.a = ws["z"], ws["a"]
+        affine(self.z, self.cols, self.params[0].value, self.params[1].value)
+        self.activation.forward(self.z, self.a)
+        filters, oh, ow = self.output_shape
+        return self.a.reshape(n, oh, ow, filters)
+
+    def backward_z(self, dz: Array, need_input_grad: bool, factored: bool) -> Array | None:
+        w, b = self.params
+        ws = self._ws
+        if factored:
+            w.factors, b.factors = (dz, self.cols), (dz, ws["ones"])
+        else:
+            w.factors = b.factors = None
+            np.matmul(dz.T, self.cols, out=w.grad)
+            np.matmul(ws["ones"], dz, out=b.grad)
+        if not need_input_grad:
+            return None
+        if "dcols" not in ws:
+            channels, height, width = self.input_shape
+            ws["dcols"] = np.empty_like(ws["cols"])
+            ws["dpadded"] = np.empty_like(ws["padded"])
+            ws["dx"] = np.empty((len(ws["cols"]), height, width, channels), self.dtype)
+        dcols, dx = ws["dcols"], ws["dx"]
+        np.matmul(dz, w.value, out=dcols.reshape(len(dz), -1))
+        if not self._padded:
+            col2im(dcols, self.stride, dx)
+            return dx
+        col2im(dcols, self.stride, ws["dpadded"])
+        (top, _), (left, _) = self.pads
+        _, height, width = self.input_shape
+        np.copyto(dx, ws["dpadded"][:, top:top + height, left:left + width])
+        return dx
+
+    def floats_per_sample(self) -> int:
+        """The columns (kh kw C per output pixel), z and a, and the padded input."""
+        filters, oh, ow = self.output_shape
+        kh, kw = self.kernel
+        return oh * ow * (kh * kw * self.input_shape[0] + 2 * filters) + super().floats_per_sample()
+
+    def arrays(self) -> dict[str, Array]:
+        w, b = self.params
+        filters = w.value.shape[0]
+        kh, kw = self.kernel
+        kernels = w.value.reshape(filters, kh, kw, -1).transpose(0, 3, 1, 2)
+        return {w.name: kernels, b.name: b.value}
+
+    def load_arrays(self, arrays: dict[str, Array]) -> None:
+        w, b = self.params
+        kernels = arrays[w.name]
+        w.value[...] = kernels.transpose(0, 2, 3, 1).reshape(w.value.shape)
+        b.value[...] = arrays[b.name]
+
+    def describe(self) -> str:
+        kernel = "x".join(map(str, self.kernel))
+        stride = "" if self.stride == (1, 1) else f" stride {'x'.join(map(str, self.stride))}"
+        padding = self.padding if isinstance(self.padding, str) else f"pad {self.padding}"
+        return f"{kernel} {padding}{stride}, {activation_text(self.activation)}"

@@ -1,0 +1,181 @@
+"""Conv, pooling, flatten, dropout and batch-norm layers: each against its definition, and
+every gradient against float64 finite differences, on tiny networks."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from nnctl.config import validate
+from nnctl.experiment import build_network
+from nnctl.gradcheck import check_gradients
+from nnctl.layers.im2col import col2im, im2col
+from nnctl.losses import get_loss
+from nnctl.trainer import targets_for
+
+
+def network(input_shape, layers, seed=0, dtype="float64"):
+    raw = {"model": {"input": list(input_shape), "layers": layers + [
+        {"units": 10, "activation": "softmax"}]}, "training": {"dtype": dtype}}
+    return build_network(_validate_any_input(raw), np.random.default_rng(seed))
+
+
+def _validate_any_input(raw):
+    """validate() holds model.input to MNIST's [1, 28, 28]; small nets keep other inputs."""
+    real = raw["model"]["input"]
+    config = validate({**raw, "model": {**raw["model"], "input": [1, 28, 28]}})
+    config.model.input = real
+    return config
+
+
+def assert_gradients_check(net, input_shape, loss_name="sparse_categorical_crossentropy",
+                           rows=3, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (rows, int(np.prod(input_shape))))
+    loss = get_loss(loss_name)
+    y = targets_for(loss, rng.integers(0, 10, rows), 10, np.float64)
+    for check in check_gradients(net, loss, x, y, max_entries=25, rng=rng):
+        assert check.relative_error < 1e-6, check
+
+
+CONV = {"type": "conv", "filters": 3, "kernel": 3, "activation": "tanh"}
+
+
+@pytest.mark.parametrize("conv", [
+    {},
+    {"padding": "same"},
+    {"padding": 1, "stride": 2},
+    {"kernel": [2, 3], "stride": [1, 2], "padding": [1, 0]},
+    {"padding": "same", "stride": 2, "activation": "leaky_relu", "slope": 0.1},
+])
+def test_conv_gradients_for_each_stride_and_padding(conv):
+    shape = (2, 7, 6)
+    net = network(shape, [{**CONV, **conv}, {"type": "conv", "filters": 2, "kernel": 2,
+                                             "activation": "elu"}])
+    assert_gradients_check(net, shape)
+
+
+@pytest.mark.parametrize("pool", [
+    {"type": "max_pool", "size": 2},
+    {"type": "max_pool", "size": 2, "stride": 1},
+    {"type": "max_pool", "size": [3, 2], "stride": [2, 3], "crop": True},
+    {"type": "avg_pool", "size": 2},
+    {"type": "avg_pool", "size": 3, "stride": 2, "crop": True},
+])
+def test_pool_gradients(pool):
+    shape = (2, 8, 8)
+    conv = {**CONV, "padding": "same"}
+    net = network(shape, [conv, pool, {"type": "flatten"}, {"units": 5, "activation": "sigmoid"}])
+    assert_gradients_check(net, shape)
+
+
+@pytest.mark.parametrize("after", ["conv", "dense"])
+def test_batch_norm_gradients_after_conv_and_dense(after):
+    shape = (1, 6, 6)
+    layers = [{**CONV, "activation": "linear"}, {"type": "batch_norm", "activation": "relu"}]
+    if after == "dense":
+        layers = [{"units": 6, "activation": "linear"},
+                  {"type": "batch_norm", "activation": "tanh", "momentum": 0.5}]
+    net = network(shape, layers)
+    assert_gradients_check(net, shape, rows=5)
+
+
+def test_dropout_layer_gradients_for_a_fixed_mask_and_identity_at_inference():
+    shape = (1, 5, 5)
+    net = network(shape, [CONV, {"type": "dropout", "rate": 0.4}, {"type": "flatten"}])
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-1, 1, (4, 25)), rng.integers(0, 10, 4)
+    loss = get_loss("sparse_categorical_crossentropy")
+    net.backprop(x, y, loss, rng=np.random.default_rng(9))
+    w = net.params[0]
+    analytic, numeric = w.grad.copy(), np.zeros_like(w.grad)
+    flat = w.value.reshape(-1)
+    for i in range(flat.size):
+        original = flat[i]
+        values = []
+        for step in (1e-6, -1e-6):
+            flat[i] = original + step
+            values.append(net.loss(x, y, loss, rng=np.random.default_rng(9)))
+        flat[i] = original
+        numeric.reshape(-1)[i] = (values[0] - values[1]) / 2e-6
+    assert np.linalg.norm(analytic - numeric) / np.linalg.norm(analytic + numeric) < 1e-6
+    assert np.array_equal(net.forward(x), net.forward(x))
+
+
+def direct_convolution(x, kernels, bias, stride, pads):
+    """The definition, one output at a time: x (N, C, H, W), kernels (F, C, kh, kw)."""
+    x = np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]))
+    f, _, kh, kw = kernels.shape
+    oh = (x.shape[2] - kh) // stride[0] + 1
+    ow = (x.shape[3] - kw) // stride[1] + 1
+    out = np.empty((len(x), f, oh, ow))
+    for p in range(oh):
+        for q in range(ow):
+            window = x[:, :, p * stride[0]:p * stride[0] + kh, q * stride[1]:q * stride[1] + kw]
+            out[:, :, p, q] = np.einsum("nchw,fchw->nf", window, kernels) + bias
+    return out
+
+
+def test_conv_output_is_the_definition_with_the_files_kernel_layout():
+    shape = (3, 7, 8)
+    net = network(shape, [{**CONV, "activation": "linear", "filters": 4, "kernel": [3, 2],
+                           "stride": [2, 1], "padding": "same"}, {"type": "flatten"}])
+    conv = net.layers[0]
+    arrays = conv.arrays()
+    kernels, bias = arrays["W0"].copy(), arrays["b0"]
+    assert kernels.shape == (4, 3, 3, 2)  # (filters, channels, kh, kw)
+    x = np.random.default_rng(0).uniform(-1, 1, (2,) + shape)
+    net.layers[1].forward(conv.forward(net._as_input(x.reshape(2, -1)), False, None), False, None)
+    expected = direct_convolution(x, kernels, bias, (2, 1), conv.pads)
+    assert conv.output_shape == expected.shape[1:] == (4, 4, 8)
+    assert np.allclose(net.layers[1]._ws["out"], expected)
+    conv.load_arrays({"W0": kernels * 2, "b0": bias})  # the file layout goes back in
+    assert np.allclose(conv.arrays()["W0"], kernels * 2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 2),
+       st.integers(0, 2 ** 31))
+def test_col2im_is_the_adjoint_of_im2col(kh, kw, sh, sw, seed):
+    """<im2col(x), y> = <x, col2im(y)> for every x and y: col2im sends each column entry
+    back to the pixel it was copied from, overlaps adding up."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 6, 5, 3))
+    oh, ow = (6 - kh) // sh + 1, (5 - kw) // sw + 1
+    cols = np.empty((2, oh, ow, kh, kw, 3))
+    im2col(x, (kh, kw), (sh, sw), cols)
+    y = rng.standard_normal(cols.shape)
+    back = np.empty_like(x)
+    col2im(y, (sh, sw), back)
+    assert np.isclose(np.sum(cols * y), np.sum(x * back))
+
+
+def test_max_pool_keeps_the_largest_and_sends_the_gradient_to_it_alone():
+    net = network((1, 4, 4), [{"type": "max_pool", "size": 2}, {"type": "flatten"}])
+    pool = net.layers[0]
+    x = np.zeros((1, 4, 4, 1))
+    x[0, 1, 0, 0], x[0, 3, 3, 0] = 5.0, 2.0  # top-left window: 5 at (1, 0); the rest ties at 0
+    out = pool.forward(x, True, None)
+    assert out[0, :, :, 0].tolist() == [[5.0, 0.0], [0.0, 2.0]]
+    dx = pool.backward(np.ones((1, 2, 2, 1)), True, False)[0, :, :, 0]
+    assert dx.sum() == 4 and dx[1, 0] == dx[3, 3] == dx[0, 2] == dx[2, 0] == 1
+
+
+def test_batch_norm_uses_running_statistics_at_inference():
+    net = network((4,), [{"type": "batch_norm", "momentum": 0.0}], dtype="float32")
+    norm = net.layers[0]
+    x = np.random.default_rng(0).normal(3.0, 2.0, (500, 4)).astype(np.float32)
+    out = norm.forward(x, True, None)
+    assert np.allclose(out.mean(axis=0), 0, atol=1e-4) and np.allclose(out.std(axis=0), 1, atol=1e-3)
+    assert np.allclose(norm.running_mean, x.mean(axis=0), atol=1e-4)
+    assert np.allclose(norm.running_var, x.var(axis=0, ddof=1), rtol=1e-4)
+    single = norm.forward(x[:1], False, None)  # one sample: only running statistics can work
+    assert np.allclose(single, (x[:1] - x.mean(axis=0)) / np.sqrt(x.var(axis=0, ddof=1) + 1e-5),
+                       atol=1e-3)
+
+
+def test_multichannel_input_is_read_as_channels_height_width():
+    """Flat rows are (C, H, W) in order; flatten gives the same order back."""
+    net = network((2, 3, 4), [{"type": "flatten"}])
+    x = np.arange(24.0).reshape(1, 24)
+    flat = net.layers[0].forward(net._as_input(x), False, None)
+    assert np.array_equal(flat, x)
