@@ -42,6 +42,21 @@ NETWORKS = [
     {"name": "784-512-512-10", "sizes": [784, 512, 512, 10], "batch": 128, "momentum": 0.9},
 ]
 LEARNING_RATE = 0.05
+CONV_NETWORKS = [  # batch 64, SGD momentum 0.9, as the layers of a config
+    {"name": "lenet5", "batch": 64, "momentum": 0.9, "layers": [
+        {"type": "conv", "filters": 6, "kernel": 5, "padding": 2, "activation": "relu"},
+        {"type": "max_pool", "size": 2},
+        {"type": "conv", "filters": 16, "kernel": 5, "activation": "relu"},
+        {"type": "max_pool", "size": 2},
+        {"units": 120, "activation": "relu"}, {"units": 84, "activation": "relu"},
+        {"units": 10, "activation": "softmax"}]},
+    {"name": "convnet", "batch": 64, "momentum": 0.9, "layers": [
+        {"type": "conv", "filters": 32, "kernel": 3, "activation": "relu"},
+        {"type": "max_pool", "size": 2},
+        {"type": "conv", "filters": 64, "kernel": 3, "activation": "relu"},
+        {"type": "max_pool", "size": 2, "crop": True},
+        {"type": "dropout", "rate": 0.5}, {"units": 10, "activation": "softmax"}]},
+]
 
 
 def median_time(run, repeats: int) -> float:
@@ -125,6 +140,11 @@ def evaluate_run(spec, x_test, y_test):
     return lambda: evaluate(network, loss, x_test, y_test)
 
 
+def torch_threads() -> int:
+    """NumPy's BLAS thread count when OPENBLAS_NUM_THREADS sets it, else every core."""
+    return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1)
+
+
 def torch_epoch(spec, x, y):
     """The same network in PyTorch, or None without torch."""
     try:
@@ -132,7 +152,7 @@ def torch_epoch(spec, x, y):
     except ImportError:
         return None
     torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(torch_threads())
     layers = []
     for i, (a, b) in enumerate(zip(spec["sizes"], spec["sizes"][1:])):
         layers.append(torch.nn.Linear(a, b))
@@ -144,6 +164,116 @@ def torch_epoch(spec, x, y):
     batch = spec["batch"]
 
     def epoch():
+        order = torch.randperm(len(tx))
+        for start in range(0, len(tx), batch):
+            index = order[start:start + batch]
+            loss = torch.nn.functional.cross_entropy(model(tx[index]), ty[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return epoch
+
+
+def conv_network(spec, rng, dtype="float32"):
+    from nnctl.config import validate
+    from nnctl.experiment import build_network
+
+    config = validate({"model": {"input": [1, 28, 28], "layers": spec["layers"]},
+                       "training": {"dtype": dtype}})
+    return build_network(config, rng)
+
+
+def conv_floor_epoch(spec, samples):
+    """One epoch of just the products of the im2col formulation: per conv layer, the
+    windows times the filters forward, delta^T X and (above the first layer) delta W back;
+    per dense layer its three products; on preallocated float32 arrays."""
+    network = conv_network(spec, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    products = []  # (left, right, out, transpose left)
+
+    def add(rows, inputs, outputs, first):
+        x = rng.standard_normal((rows, inputs), dtype=np.float32)
+        w = rng.standard_normal((outputs, inputs), dtype=np.float32)
+        z = np.empty((rows, outputs), np.float32)
+        products.append((x, w.T, z, False))
+        products.append((z, x, np.empty_like(w), True))
+        if not first:
+            products.append((z, w, np.empty_like(x), False))
+
+    full, rest = divmod(samples, spec["batch"])
+    plans = []
+    for batch, count in [(spec["batch"], full)] + ([(rest, 1)] if rest else []):
+        products = []
+        for index, layer in enumerate(network.layers):
+            if layer.kind == "conv":
+                _, oh, ow = layer.output_shape
+                kh, kw = layer.kernel
+                add(batch * oh * ow, kh * kw * layer.input_shape[0], layer.output_shape[0],
+                    index == 0)
+            elif layer.kind == "dense":
+                add(batch, layer.input_shape[0], layer.output_shape[0], index == 0)
+        plans.append((products, count))
+
+    def epoch():
+        for plan, count in plans:
+            for _ in range(count):
+                for left, right, out, transpose in plan:
+                    np.matmul(left.T if transpose else left, right, out=out)
+
+    return epoch
+
+
+def conv_nnctl_epoch(spec, x, y, scaler):
+    rng = np.random.default_rng(0)
+    network = conv_network(spec, rng)
+    optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
+    loss = get_loss("sparse_categorical_crossentropy")
+    transform = scaler.transformer(network.dtype)
+    return lambda: fit(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
+                       rng=rng, transform=transform)
+
+
+def conv_evaluate_run(spec, x_test, y_test):
+    network = conv_network(spec, np.random.default_rng(0))
+    loss = get_loss("sparse_categorical_crossentropy")
+    return lambda: evaluate(network, loss, x_test, y_test)
+
+
+def torch_conv_epoch(spec, x, y):
+    """The same conv network in PyTorch (NCHW, its own kernels), or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    torch.set_num_threads(torch_threads())
+    nn, layers, channels = torch.nn, [], 1
+    for layer in spec["layers"]:
+        kind = layer.get("type", "dense")
+        if kind == "conv":
+            layers += [nn.Conv2d(channels, layer["filters"], layer["kernel"],
+                                 padding=layer.get("padding", 0)), nn.ReLU()]
+            channels = layer["filters"]
+        elif kind == "max_pool":
+            layers.append(nn.MaxPool2d(layer["size"]))
+        elif kind == "dropout":
+            layers.append(nn.Dropout(layer["rate"]))
+        else:
+            if not any(isinstance(m, nn.Flatten) for m in layers):
+                layers.append(nn.Flatten())
+            layers.append(nn.LazyLinear(layer["units"]))
+            if layer["activation"] == "relu":
+                layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    tx = torch.from_numpy(x.reshape(-1, 1, 28, 28))
+    ty = torch.from_numpy(y.astype(np.int64))
+    model(tx[:2])  # sizes the lazy layers
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=spec["momentum"])
+    batch = spec["batch"]
+
+    def epoch():
+        model.train()
         order = torch.randperm(len(tx))
         for start in range(0, len(tx), batch):
             index = order[start:start + batch]
@@ -200,6 +330,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 10000 samples")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="only these networks (784-128-10, ..., lenet5, convnet)")
     args = parser.parse_args()
     repeats = 2 if args.quick else 7
     data_dir = resolve_data_dir(args.data_dir)
@@ -213,11 +345,26 @@ def main() -> None:
     y_test = mnist.test_labels[:test_samples]
 
     results = {"networks": []}
+    wanted = set(args.only or []) or None
     for spec in NETWORKS:
+        if wanted and spec["name"] not in wanted:
+            continue
         runs = {"floor_s": floor_epoch(spec["sizes"], spec["batch"], samples),
                 "nnctl_s": nnctl_epoch(spec, raw, y, scaler),
                 "evaluate_s": evaluate_run(spec, x_test, y_test)}
         torch_run = torch_epoch(spec, x, y)
+        if torch_run is not None:
+            runs["torch_s"] = torch_run
+        results["networks"].append({"name": spec["name"], "batch": spec["batch"],
+                                    "samples": samples, "torch_s": None,
+                                    **interleaved_medians(runs, repeats, {"torch_s": 0.2})})
+    for spec in CONV_NETWORKS:
+        if wanted and spec["name"] not in wanted:
+            continue
+        runs = {"floor_s": conv_floor_epoch(spec, samples),
+                "nnctl_s": conv_nnctl_epoch(spec, raw, y, scaler),
+                "evaluate_s": conv_evaluate_run(spec, x_test, y_test)}
+        torch_run = torch_conv_epoch(spec, x, y)
         if torch_run is not None:
             runs["torch_s"] = torch_run
         results["networks"].append({"name": spec["name"], "batch": spec["batch"],

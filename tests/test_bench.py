@@ -31,3 +31,17 @@ def test_the_benchmark_measures_a_tiny_slice():
     assert all(0 < seconds < 5 for seconds in medians.values())
     evaluation = bench.evaluate_run(spec, scaler.transform(raw), labels)()
     assert evaluation.samples == 300
+
+
+def test_the_conv_benchmark_measures_a_tiny_slice():
+    bench = load_bench()
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (100, 784)).astype(np.uint8)
+    labels = rng.integers(0, 10, 100)
+    scaler = MinMaxScaler.fit(raw)
+    spec = {**bench.CONV_NETWORKS[0], "batch": 32}
+    runs = {"floor": bench.conv_floor_epoch(spec, len(raw)),
+            "nnctl": bench.conv_nnctl_epoch(spec, raw, labels, scaler)}
+    medians = bench.interleaved_medians(runs, repeats=1)
+    assert all(0 < seconds < 10 for seconds in medians.values())
+    assert bench.conv_evaluate_run(spec, scaler.transform(raw), labels)().samples == 100

@@ -89,6 +89,14 @@ class Activated(Layer):
     a: Array
     _ws: dict[str, Array]  # the workspace of the last forward pass
 
+    def _activate(self, ws: dict[str, Array]) -> None:
+        """a = f(z) into the workspace's a; for the linear activation, a is z."""
+        if self.activation.name == "linear":
+            self.a = self.z
+            return
+        self.a = ws["a"]
+        self.activation.forward(self.z, self.a)
+
     def backward(self, delta: Array, need_input_grad: bool, factored: bool) -> Array | None:
         z, a = self.z, self.a
         dz = delta.reshape(z.shape)

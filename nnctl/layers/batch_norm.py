@@ -49,27 +49,29 @@ class BatchNorm(Activated):
         ws = self._ws = self.workspace(len(x), self._allocate)
         features = self.input_shape[0]
         x2 = x.reshape(-1, features)  # channels are last in memory: one column per channel
-        xhat, ones = ws["xhat"], ws["ones"]
-        m = len(x2)
-        if training:
-            mean = (ones @ x2) / m
-            np.subtract(x2, mean, out=xhat)
-            var = (ones @ (xhat * xhat)) / m
-            keep = self.momentum
-            self.running_mean *= keep
-            self.running_mean += (1.0 - keep) * mean
-            self.running_var *= keep
-            self.running_var += (1.0 - keep) * var * (m / max(m - 1, 1))
-        else:
-            np.subtract(x2, self.running_mean, out=xhat)
-            var = self.running_var
+        xhat, ones, z = ws["xhat"], ws["ones"], ws["z"]
+        gamma, beta = self.params
+        self.z, m = z, len(x2)
+        if not training:  # z = x scale + shift: two passes
+            scale = gamma.value / np.sqrt(self.running_var + self.epsilon)
+            np.multiply(x2, scale, out=z)
+            z += beta.value - self.running_mean * scale
+            self._activate(ws)
+            return self.a.reshape(x.shape)
+        mean = (ones @ x2) / m
+        np.subtract(x2, mean, out=xhat)
+        np.square(xhat, out=z)
+        var = (ones @ z) / m
+        keep = self.momentum
+        self.running_mean *= keep
+        self.running_mean += (1.0 - keep) * mean
+        self.running_var *= keep
+        self.running_var += (1.0 - keep) * var * (m / max(m - 1, 1))
         self.inv_std = 1.0 / np.sqrt(var + self.epsilon)
         xhat *= self.inv_std
-        self.z, self.a = ws["z"], ws["a"]
-        gamma, beta = self.params
-        np.multiply(xhat, gamma.value, out=self.z)
-        self.z += beta.value
-        self.activation.forward(self.z, self.a)
+        np.multiply(xhat, gamma.value, out=z)
+        z += beta.value
+        self._activate(ws)
         return self.a.reshape(x.shape)
 
     def backward_z(self, dz: Array, need_input_grad: bool, factored: bool) -> Array | None:

@@ -24,7 +24,7 @@ import numpy as np
 from nnctl.activations import Activation
 from nnctl.blas import affine
 from nnctl.layers.base import Activated, Array, Shape, activation_text
-from nnctl.layers.im2col import col2im, im2col
+from nnctl.layers.im2col import col2im, faster_route, im2col
 from nnctl.parameter import Parameter
 
 Pair = tuple[int, int]
@@ -95,11 +95,13 @@ class Conv2D(Activated):
             (top, _), (left, _) = self.pads
             _, height, width = self.input_shape
             padded[:, top:top + height, left:left + width] = x
-        im2col(padded, self.kernel, self.stride, ws["cols"])
+        if "by_offset" not in ws:
+            ws["by_offset"] = faster_route(padded, self.kernel, self.stride, ws["cols"])
+        im2col(padded, self.kernel, self.stride, ws["cols"], ws["by_offset"])
         self.cols = ws["cols"].reshape(len(ws["z"]), -1)
-        self.z, self.a = ws["z"], ws["a"]
+        self.z = ws["z"]
         affine(self.z, self.cols, self.params[0].value, self.params[1].value)
-        self.activation.forward(self.z, self.a)
+        self._activate(ws)
         filters, oh, ow = self.output_shape
         return self.a.reshape(n, oh, ow, filters)
 

@@ -41,9 +41,9 @@ class Dense(Activated):
 
     def forward(self, x: Array, training: bool, rng: np.random.Generator | None) -> Array:
         ws = self._ws = self.workspace(len(x), self._allocate)
-        self.x, self.z, self.a = x, ws["z"], ws["a"]
+        self.x, self.z = x, ws["z"]
         affine(self.z, x, self.params[0].value, self.params[1].value)
-        self.activation.forward(self.z, self.a)
+        self._activate(ws)
         return self.a
 
     def backward_z(self, dz: Array, need_input_grad: bool, factored: bool) -> Array | None:
