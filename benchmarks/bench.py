@@ -121,10 +121,10 @@ def relu_network(spec, rng):
     return Network.create(spec["sizes"], activations, rng)
 
 
-def nnctl_epoch(spec, x, y, scaler):
+def nnctl_epoch(spec, x, y, scaler, build=relu_network):
     """As `nnctl train` runs it: uint8 images, each gathered batch scaled on the way."""
     rng = np.random.default_rng(0)
-    network = relu_network(spec, rng)
+    network = build(spec, rng)
     optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
     loss = get_loss("sparse_categorical_crossentropy")
     transform = scaler.transformer(network.dtype)
@@ -132,10 +132,10 @@ def nnctl_epoch(spec, x, y, scaler):
                        rng=rng, transform=transform)
 
 
-def evaluate_run(spec, x_test, y_test):
+def evaluate_run(spec, x_test, y_test, build=relu_network):
     """The evaluation `nnctl train` makes after every epoch (the cost does not depend on
     the weights' values, so a fresh network of the same shape stands in)."""
-    network = relu_network(spec, np.random.default_rng(0))
+    network = build(spec, np.random.default_rng(0))
     loss = get_loss("sparse_categorical_crossentropy")
     return lambda: evaluate(network, loss, x_test, y_test)
 
@@ -222,22 +222,6 @@ def conv_floor_epoch(spec, samples):
                     np.matmul(left.T if transpose else left, right, out=out)
 
     return epoch
-
-
-def conv_nnctl_epoch(spec, x, y, scaler):
-    rng = np.random.default_rng(0)
-    network = conv_network(spec, rng)
-    optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
-    loss = get_loss("sparse_categorical_crossentropy")
-    transform = scaler.transformer(network.dtype)
-    return lambda: fit(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
-                       rng=rng, transform=transform)
-
-
-def conv_evaluate_run(spec, x_test, y_test):
-    network = conv_network(spec, np.random.default_rng(0))
-    loss = get_loss("sparse_categorical_crossentropy")
-    return lambda: evaluate(network, loss, x_test, y_test)
 
 
 def torch_conv_epoch(spec, x, y):
@@ -362,8 +346,8 @@ def main() -> None:
         if wanted and spec["name"] not in wanted:
             continue
         runs = {"floor_s": conv_floor_epoch(spec, samples),
-                "nnctl_s": conv_nnctl_epoch(spec, raw, y, scaler),
-                "evaluate_s": conv_evaluate_run(spec, x_test, y_test)}
+                "nnctl_s": nnctl_epoch(spec, raw, y, scaler, conv_network),
+                "evaluate_s": evaluate_run(spec, x_test, y_test, conv_network)}
         torch_run = torch_conv_epoch(spec, x, y)
         if torch_run is not None:
             runs["torch_s"] = torch_run

@@ -1,15 +1,15 @@
 """Layer syntax in the config: types, keys, and shapes checked through the whole stack."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
 
 from nnctl.config import load_config
-from nnctl.errors import ConfigError, UsageError
+from nnctl.errors import UsageError
 from nnctl.experiment import build_network
 from nnctl.weights import FORMAT_VERSION, Checkpoint, load, save
+from tests.test_config import problems, write
 
 CNN = """\
 model:
@@ -21,18 +21,6 @@ model:
     - {type: dropout, rate: 0.25}
     - {units: 10, activation: softmax}
 """
-
-
-def write(tmp_path, text):
-    path = tmp_path / "c.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def problems(tmp_path, text):
-    with pytest.raises(ConfigError) as error:
-        load_config(write(tmp_path, text))
-    return str(error.value).splitlines()
 
 
 def test_a_conv_stack_gets_an_implied_flatten_and_its_shapes():

@@ -18,8 +18,8 @@ data: {validation: 57000, augment: {shift: 1, rotate: 5}}
 model:
   input: [1, 28, 28]
   layers:
-    - {type: conv, filters: 4, kernel: 3, stride: 2, activation: linear}
-    - {type: batch_norm, activation: relu}
+    - {type: conv, filters: 4, kernel: 3, stride: 2, activation: relu}
+    - {type: batch_norm}
     - {type: max_pool, size: 2, crop: true}
     - {type: dropout, rate: 0.2}
     - {units: 10, activation: softmax}

@@ -143,6 +143,9 @@ def test_col2im_is_the_adjoint_of_im2col(kh, kw, sh, sw, seed):
     oh, ow = (6 - kh) // sh + 1, (5 - kw) // sw + 1
     cols = np.empty((2, oh, ow, kh, kw, 3))
     im2col(x, (kh, kw), (sh, sw), cols)
+    by_offset = np.empty_like(cols)
+    im2col(x, (kh, kw), (sh, sw), by_offset, by_offset=True)
+    assert np.array_equal(cols, by_offset)  # both copy routes agree
     y = rng.standard_normal(cols.shape)
     back = np.empty_like(x)
     col2im(y, (sh, sw), back)
