@@ -23,6 +23,7 @@ from nnctl.activations import get_activation
 from nnctl.config import Config, config_from_dict
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import ConfigError, NnctlError, UsageError
+from nnctl.filemode import set_mode_for
 from nnctl.network import Network
 
 FORMAT_VERSION = 1
@@ -77,6 +78,7 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except OSError as error:
         raise NnctlError(f"{path}: cannot write there ({error.strerror})") from None
     try:
+        set_mode_for(fd, path)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
             handle.flush()
