@@ -8,12 +8,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from nnctl.metrics import averages
+
 EPOCH_COLUMNS = [("epoch", 5), ("train loss", 10), ("train acc", 9), ("val acc", 8),
                  ("test loss", 9), ("test acc", 8), ("seconds", 7)]
 
 
 def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
+
+
+def count(n: int, word: str) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def model_summary(console: Console, network, config) -> None:
@@ -33,14 +40,25 @@ def model_summary(console: Console, network, config) -> None:
     extras = (f"momentum {o.momentum:g}{' nesterov' if o.nesterov else ''}" if o.name == "sgd"
               else f"beta1 {o.beta1:g} beta2 {o.beta2:g}")
     console.print(f"loss {config.loss}; optimizer {o.name} (learning rate {t.learning_rate:g}, {extras}, weight "
-                  f"decay {o.weight_decay:g}), batch {t.batch_size}, {t.epochs} epochs, seed "
+                  f"decay {o.weight_decay:g}), batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed "
                   f"{t.seed}, {t.dtype}", highlight=False)
 
 
-def _epoch_table(header: bool) -> Table:
+VALUE_WIDTH = 7  # the widest cell: "100.00%", "12345.6" seconds
+
+
+def _epoch_table(header: bool, width: int | None = None) -> Table:
+    """One row of the epoch table. When `width` (the console's) is too narrow for one-line
+    headers, the headers take two lines ("train" over "loss") instead of being cut short."""
+    columns = [(name, size) for name, size in EPOCH_COLUMNS]
+    needed = sum(size for _, size in columns) + len(columns) - 1
+    if width is not None and width < needed:
+        columns = [(name.replace(" ", "\n"),
+                    min(size, max(VALUE_WIDTH, *(len(word) for word in name.split()))))
+                   for name, size in columns]
     table = Table(box=None, show_header=header, header_style="bold", pad_edge=False)
-    for name, width in EPOCH_COLUMNS:
-        table.add_column(name, justify="right", width=width, no_wrap=True)
+    for name, size in columns:
+        table.add_column(name, justify="right", width=size, no_wrap=True)
     return table
 
 
@@ -52,15 +70,15 @@ class EpochTable:
         self.rows = 0
 
     def add(self, report) -> None:
-        self.console.print(epoch_row(report, header=self.rows == 0))
+        self.console.print(epoch_row(report, header=self.rows == 0, width=self.console.width))
         self.rows += 1
 
 
-def epoch_row(report, header: bool = False) -> Table:
+def epoch_row(report, header: bool = False, width: int | None = None) -> Table:
     evaluations = report.evaluations
     val = evaluations.get("validation")
     test = evaluations.get("test")
-    table = _epoch_table(header)
+    table = _epoch_table(header, width)
     table.add_row(str(report.epoch), f"{report.train_loss:.4f}", _percent(report.train_accuracy),
                   _percent(val.accuracy) if val else "-", f"{test.loss:.4f}" if test else "-",
                   _percent(test.accuracy) if test else "-", f"{report.seconds:.1f}")
@@ -91,14 +109,19 @@ def training_summary(console: Console, result) -> None:
 
 
 def evaluation(console: Console, report) -> None:
-    console.print(f"{report.split} set: {report.samples} samples, accuracy "
-                  f"[bold]{_percent(report.accuracy)}[/], mean loss {report.loss:.4f}")
+    console.print(Text.assemble(f"{report.split} set: {count(report.samples, 'sample')}, "
+                                "accuracy ", (_percent(report.accuracy), "bold"),
+                                f", mean loss {report.loss:.4f}"))
     figures = Table(title="per class", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("digit", "precision", "recall", "F1", "support"):
         figures.add_column(name, justify="right")
     for c in report.classes:
         figures.add_row(str(c.label), _percent(c.precision), _percent(c.recall),
-                        f"{c.f1:.4f}", str(c.support))
+                        _percent(c.f1), str(c.support))
+    figures.add_section()
+    for name, mean in averages(report.classes).items():
+        figures.add_row(f"{name} avg", _percent(mean["precision"]), _percent(mean["recall"]),
+                        _percent(mean["f1"]), str(mean["support"]))
     console.print(figures)
     console.print(confusion_table(report.confusion))
 
@@ -126,16 +149,22 @@ def confusion_table(confusion: np.ndarray) -> Table:
 
 
 def predictions(console: Console, results, top_k: int, show: bool) -> None:
+    """Each image's digit and its top-k outputs: probabilities as percentages with a bar for a
+    softmax output, plain scores (which need not sum to 1) for any other output."""
     for item in results:
         if item.error:
-            console.print(Text(f"{item.file}: error: {item.error}", style="red"), soft_wrap=True)
-            continue
-        console.print(Text.assemble((str(item.file), "bold"), ": ", (str(item.label), "bold green")))
+            continue  # errors go to stderr, from the command
+        kind = "" if item.normalised else " (scores)"
+        console.print(Text.assemble((str(item.file), "bold"), ": ", (str(item.label), "bold green"),
+                                    kind))
         order = np.argsort(item.probabilities)[::-1][:top_k]
         for digit in order:
             p = float(item.probabilities[digit])
+            if not item.normalised:
+                console.print(f"  {digit}  {p:8.4f}", highlight=False)
+                continue
             bar = "█" * round(30 * p)
-            console.print(f"  {digit}  {bar:<30} {100 * p:6.2f}%", highlight=False)
+            console.print(f"  {digit}  {bar:<30} {100 * p:6.2f}%".rstrip(), highlight=False)
         if show:
             console.print(ascii_digit(item.pixels))
 
