@@ -191,6 +191,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     started = time.perf_counter()
     if resume is not None:
         check_resumable(resume, config)
+    _fail_early_if_unwritable(out)  # before a download, not after the first epoch
     splits = prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)
@@ -235,8 +236,6 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                         params=[p.value.copy() for p in network.params])
         return report.epoch - best["epoch"] >= patience
 
-    if first <= config.training.epochs:
-        _fail_early_if_unwritable(out)
     if on_start is not None:
         on_start(network)
     try:

@@ -65,7 +65,8 @@ def check_writable(path: Path) -> Path:
     """The directory a weights file can be written in, or a one-line error saying why not."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise UsageError(f"{path}: the directory {directory} does not exist")
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise UsageError(f"{path}: the directory {directory} {problem}")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a file name for the weights")
     return directory

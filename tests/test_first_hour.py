@@ -117,6 +117,27 @@ def test_range_text_reads_as_a_range():
     assert "training.learning_rate: must be a finite number > 0, got 0" in str(error.value)
 
 
+def test_a_download_says_where_it_goes_and_how_to_share_one_cache(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "train-images-idx3-ubyte.gz").write_bytes(b"not MNIST")
+    monkeypatch.setenv("NNCTL_MNIST_MIRROR", str(mirror))
+    monkeypatch.chdir(tmp_path)
+    result = run("evaluate", weights_file(tmp_path / "w.npz"))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"MNIST is not cached in {tmp_path / 'data' / 'mnist'}: "
+                                    "downloading it")
+    assert "set NNCTL_DATA_DIR to one absolute path" in result.stderr
+
+
+def test_option_values_out_of_range_exit_2_naming_the_option(tmp_path):
+    config = config_file(tmp_path / "c.yaml", "model: {layers: [{units: 10, activation: softmax}]}")
+    for value in ("nan", "0", "-1"):
+        result = run("gradcheck", config, "--threshold", value)
+        assert result.exit_code == 2
+        assert result.stderr.startswith("error: --threshold: must be a finite number > 0")
+
+
 def test_swapped_arguments_are_recognised(tmp_path):
     weights = weights_file(tmp_path / "w.npz")
     image = digit_png(tmp_path / "d.png")

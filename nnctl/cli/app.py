@@ -104,8 +104,9 @@ def train(
         "--epochs": epochs, "--batch-size": batch_size, "--learning-rate": learning_rate,
         "--seed": seed, "--data-dir": data_dir, "--metrics": metrics, "--quiet": quiet})
     console = _console(quiet)
+    observer = DownloadBars(console)
     if not quiet:
-        _announce_download(data_dir or settings.data.dir)
+        observer = _Announcing(observer, data_dir or settings.data.dir)
     rows = render.EpochTable(console)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
         def on_start(network) -> None:
@@ -119,7 +120,7 @@ def train(
 
         result = experiment.train(
             settings, target, data_dir, on_start=on_start, on_epoch=on_epoch,
-            on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint,
+            on_batch=bar.on_batch, observer=observer, resume=checkpoint,
             command=again)
     render.training_summary(console, result)
 
@@ -129,18 +130,27 @@ OVERRIDE_OPTIONS = {"training.epochs": "--epochs", "training.batch_size": "--bat
                     "training.learning_rate": "--learning-rate", "training.seed": "--seed"}
 
 
-def _announce_download(data_dir) -> None:
-    """Say where MNIST is about to be downloaded when it is not cached there: a relative
-    data directory is relative to the current directory, and running from another one
-    would otherwise start a second download without a word."""
-    from nnctl.data.mnist import DATA_DIR_ENV, FILES, cache_dir, resolve_data_dir
+class _Announcing:
+    """A download observer that first says where MNIST is being downloaded and why: a
+    relative data directory is relative to the current directory, and a run from another
+    directory would otherwise start a second download without a word."""
 
-    folder = cache_dir(resolve_data_dir(data_dir))
-    if all((folder / spec.name).is_file() for spec in FILES.values()):
-        return
-    typer.echo(f"MNIST is not cached in {folder.resolve()}: downloading it (11 MB, 55 MB on "
-               f"disk). Data directories are relative to the current directory; set "
-               f"{DATA_DIR_ENV} to one absolute path to share a single cache.", err=True)
+    def __init__(self, inner: Any, data_dir: Any):
+        self.inner, self.data_dir, self.said = inner, data_dir, False
+
+    def start(self, label: str, total: Optional[int]) -> None:
+        if not self.said:
+            from nnctl.data.mnist import DATA_DIR_ENV, cache_dir, resolve_data_dir
+
+            folder = cache_dir(resolve_data_dir(self.data_dir)).resolve()
+            typer.echo(f"MNIST is not cached in {folder}: downloading it (11 MB, 55 MB on "
+                       "disk). Data directories are relative to the current directory; set "
+                       f"{DATA_DIR_ENV} to one absolute path to share a single cache.", err=True)
+            self.said = True
+        self.inner.start(label, total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 @contextlib.contextmanager
@@ -185,9 +195,10 @@ def evaluate(
     refuse_as_weights(weights, "evaluate")
     checkpoint = weights_file.load(weights)
     console = _console()
+    observer = DownloadBars(console)
     if not as_json:
-        _announce_download(data_dir or checkpoint.config.data.dir)
-    report = experiment.evaluate_checkpoint(checkpoint, split, data_dir, DownloadBars(console))
+        observer = _Announcing(observer, data_dir or checkpoint.config.data.dir)
+    report = experiment.evaluate_checkpoint(checkpoint, split, data_dir, observer)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
@@ -243,6 +254,8 @@ def gradcheck(
     from nnctl.config import load_config
     from nnctl.gradcheck import check_config
 
+    if not 0 < threshold < float("inf"):
+        raise UsageError(f"--threshold: must be a finite number > 0, got {threshold:g}")
     refuse_weights_as_config(config, "gradcheck")
     settings = load_config(config)
     checks, source = check_config(settings, samples, entries, data_dir)
