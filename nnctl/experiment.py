@@ -20,7 +20,8 @@ from nnctl.activations import get_activation
 from nnctl.augment import augment
 from nnctl.config import Config
 from nnctl.data.download import DownloadObserver
-from nnctl.data.mnist import NUM_CLASSES, load_mnist
+from nnctl.data.datasets import Dataset
+from nnctl.data.source import load_split, resolve_config
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import NnctlError, UsageError
 from nnctl.losses import Loss, get_loss
@@ -46,24 +47,27 @@ class Splits:
     validation: Labelled | None
     test: Labelled
     scaler: MinMaxScaler
+    dataset: Dataset
 
 
 def prepare_data(config: Config, data_dir: str | Path | None = None,
                  observer: DownloadObserver | None = None) -> Splits:
-    """MNIST with the last `validation` training images held out and the scaler fitted on
-    the remaining training images only. Validation and test are scaled to [0, 1] in the
-    config's dtype; the training images stay uint8 (see `train`)."""
-    mnist = load_mnist(data_dir or config.data.dir, observer=observer)
-    keep = len(mnist.train_images) - config.data.validation
-    train_x, train_y = mnist.train_images[:keep], mnist.train_labels[:keep]
+    """The config's dataset with the last `validation` training images held out and the
+    scaler fitted on the remaining training images only. Validation and test are scaled to
+    [0, 1] in the config's dtype; the training images stay uint8 (see `train`)."""
+    dataset = resolve_config(config.data)
+    directory = data_dir or config.data.dir
+    train_images, train_labels = load_split(dataset, "train", directory, observer)
+    test_images, test_labels = load_split(dataset, "test", directory, observer)
+    keep = len(train_images) - config.data.validation
+    train_x, train_y = train_images[:keep], train_labels[:keep]
     scaler = MinMaxScaler.fit(train_x, config.data.scaling)
     dtype = np.dtype(config.training.dtype)
     validation = None
     if config.data.validation:
-        validation = (scaler.transform(mnist.train_images[keep:], dtype),
-                      mnist.train_labels[keep:])
+        validation = (scaler.transform(train_images[keep:], dtype), train_labels[keep:])
     return Splits((train_x, train_y), validation,
-                  (scaler.transform(mnist.test_images, dtype), mnist.test_labels), scaler)
+                  (scaler.transform(test_images, dtype), test_labels), scaler, dataset)
 
 
 def build_network(config: Config, rng: np.random.Generator) -> Network:
@@ -148,11 +152,12 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     def save_state(epochs_done: int | None) -> None:
         """A resumable checkpoint; with epochs_done None, weights and history only."""
         if epochs_done is None:
-            save(out, Checkpoint(network, splits.scaler, config, history))
+            save(out, Checkpoint(network, splits.scaler, config, history, dataset=splits.dataset))
             return
         state = {"epochs_done": epochs_done, "rng": rng.bit_generator.state,
                  "optimizer_steps": optimizer.steps}
-        save(out, Checkpoint(network, splits.scaler, config, history, state, optimizer.state))
+        save(out, Checkpoint(network, splits.scaler, config, history, state, optimizer.state,
+                             splits.dataset))
 
     def checkpoint(report: EpochReport) -> bool:
         """Save after every epoch; with early stopping, say when to stop."""
@@ -240,14 +245,18 @@ class EvaluationReport:
     samples: int
     confusion: np.ndarray
     classes: list[ClassFigures]
+    dataset: str = "MNIST"
+    names: tuple[str, ...] = tuple(str(digit) for digit in range(10))
 
     def as_dict(self) -> dict:
         return {
             "split": self.split,
+            "dataset": self.dataset,
             "accuracy": self.accuracy,
             "loss": self.loss,
             "samples": self.samples,
-            "per_class": [vars(c) for c in self.classes],
+            "classes": list(self.names),
+            "per_class": [{**vars(c), "name": self.names[c.label]} for c in self.classes],
             "confusion": self.confusion.tolist(),
         }
 
@@ -255,15 +264,20 @@ class EvaluationReport:
 def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
                         data_dir: str | Path | None = None,
                         observer: DownloadObserver | None = None) -> EvaluationReport:
-    """Accuracy, loss, per-class figures and confusion of a trained network on a split."""
-    mnist = load_mnist(data_dir or checkpoint.config.data.dir, observer=observer)
-    images, labels = ((mnist.test_images, mnist.test_labels) if split == "test"
-                      else (mnist.train_images, mnist.train_labels))
+    """Accuracy, loss, per-class figures and confusion of a trained network on a split; only
+    that split is loaded (or downloaded)."""
+    dataset = resolve_config(checkpoint.config.data)
+    if (dataset.image_shape, dataset.num_classes) != (checkpoint.dataset.image_shape,
+                                                      checkpoint.dataset.num_classes):
+        raise UsageError(f"{dataset.title} is not the data this model was trained on "
+                         f"({checkpoint.dataset.title})")
+    images, labels = load_split(dataset, split, data_dir or checkpoint.config.data.dir, observer)
     network = checkpoint.network
     x = checkpoint.scaler.transform(images, network.dtype)
     loss: Loss = get_loss(checkpoint.config.loss)
     predicted = np.empty(len(labels), dtype=np.intp)
     summary = evaluate(network, loss, x, labels, predicted=predicted)
-    confusion = confusion_matrix(labels, predicted, NUM_CLASSES)
+    names = checkpoint.dataset.classes
+    confusion = confusion_matrix(labels, predicted, len(names))
     return EvaluationReport(split, summary.accuracy, summary.loss, summary.samples, confusion,
-                            per_class(confusion))
+                            per_class(confusion), checkpoint.dataset.title, names)

@@ -83,7 +83,7 @@ def test_wrong_content_fails_verification_and_leaves_nothing(tmp_path, folder, s
     root, _, _ = folder
     mirror = serve(root)
     dest = cache(tmp_path)
-    with pytest.raises(DownloadError, match="does not match the MNIST SHA-256"):
+    with pytest.raises(DownloadError, match="does not match the expected SHA-256"):
         fetch(f"{NAME}.gz", "0" * 64, dest, [mirror.url], policy=FAST)
     assert leftovers(dest) == []
 

@@ -24,6 +24,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Download and inspect the MNIST files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+DatasetName = Annotated[str, typer.Option(
+    "--dataset", help="Which dataset: mnist or fashion-mnist.")]
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Where MNIST is cached [default: $NNCTL_DATA_DIR, else ./data].")]
 
@@ -211,34 +213,41 @@ def plot(
     from nnctl.plot import plot_history
 
     checkpoint = weights_file.load(weights)
-    plot_history(checkpoint.history, out, title=str(weights))
+    plot_history(checkpoint.history, out, title=f"{weights} ({checkpoint.dataset.title})")
     typer.echo(f"curves written to {out}")
 
 
 @data_app.command("download")
 @guarded
-def data_download(data_dir: DataDir = None) -> None:
-    """Fetch and verify the four MNIST files ahead of time."""
+def data_download(data_dir: DataDir = None, dataset: DatasetName = "mnist") -> None:
+    """Fetch and verify the four files of MNIST (or --dataset) ahead of time."""
     from nnctl.cli import render
     from nnctl.cli.progress import DownloadBars
+    from nnctl.data.datasets import get_dataset
     from nnctl.data.mnist import inspect_cache, load_mnist, resolve_data_dir
 
     console = _console()
-    load_mnist(data_dir, observer=DownloadBars(console))
-    render.cache_info(console, inspect_cache(data_dir), resolve_data_dir(data_dir))
+    described = get_dataset(dataset)
+    load_mnist(data_dir, observer=DownloadBars(console), dataset=described)
+    render.cache_info(console, inspect_cache(data_dir, described), resolve_data_dir(data_dir),
+                      described.title)
 
 
 @data_app.command("info")
 @guarded
-def data_info(data_dir: DataDir = None) -> None:
-    """Where the MNIST files are, their sizes, whether they verify, and their counts."""
+def data_info(data_dir: DataDir = None, dataset: DatasetName = "mnist") -> None:
+    """Where the files of MNIST (or --dataset) are, their sizes, whether they verify."""
     from nnctl.cli import render
+    from nnctl.data.datasets import get_dataset
     from nnctl.data.mnist import inspect_cache, resolve_data_dir
 
-    files = inspect_cache(data_dir)
-    render.cache_info(_console(), files, resolve_data_dir(data_dir))
+    described = get_dataset(dataset)
+    files = inspect_cache(data_dir, described)
+    render.cache_info(_console(), files, resolve_data_dir(data_dir), described.title)
     if not all(f.verified for f in files):
-        typer.echo("some files are missing or do not verify: run `nnctl data download`", err=True)
+        again = "" if dataset == "mnist" else f" --dataset {dataset}"
+        typer.echo(f"some files are missing or do not verify: run `nnctl data download{again}`",
+                   err=True)
         raise typer.Exit(1)
 
 

@@ -94,20 +94,29 @@ def evaluation(console: Console, report) -> None:
     console.print(f"{report.split} set: {report.samples} samples, accuracy "
                   f"[bold]{_percent(report.accuracy)}[/], mean loss {report.loss:.4f}")
     figures = Table(title="per class", box=box.SIMPLE_HEAD, title_justify="left")
-    for name in ("digit", "precision", "recall", "F1", "support"):
-        figures.add_column(name, justify="right")
+    digits = report.names == tuple(str(label) for label in range(len(report.names)))
+    for name in ("digit" if digits else "class", "precision", "recall", "F1", "support"):
+        figures.add_column(name, justify="left" if name == "class" else "right")
     for c in report.classes:
-        figures.add_row(str(c.label), _percent(c.precision), _percent(c.recall),
-                        f"{c.f1:.4f}", str(c.support))
+        figures.add_row(_class_label(report.names, c.label), _percent(c.precision),
+                        _percent(c.recall), f"{c.f1:.4f}", str(c.support))
     console.print(figures)
-    console.print(confusion_table(report.confusion))
+    console.print(confusion_table(report.confusion, None if digits else report.names))
 
 
-def confusion_table(confusion: np.ndarray) -> Table:
-    """Rows are true digits, columns predictions; the diagonal green, errors red by count."""
-    table = Table(title="confusion matrix (rows: true digit, columns: predicted)",
+def _class_label(names, label: int) -> str:
+    """'7' for a digit, '9 Ankle boot' for a named class."""
+    name = names[label]
+    return name if name == str(label) else f"{label} {name}"
+
+
+def confusion_table(confusion: np.ndarray, names=None) -> Table:
+    """Rows are true classes, columns predictions; the diagonal green, errors red by count.
+    With names, rows carry 'index name' and columns the index only, to stay narrow."""
+    what = "digit" if names is None else "class"
+    table = Table(title=f"confusion matrix (rows: true {what}, columns: predicted)",
                   box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("", style="bold", justify="right")
+    table.add_column("", style="bold", justify="left" if names else "right")
     for label in range(len(confusion)):
         table.add_column(str(label), justify="right")
     worst = max(1, int((confusion - np.diag(np.diag(confusion))).max()))
@@ -121,7 +130,7 @@ def confusion_table(confusion: np.ndarray) -> Table:
             else:
                 style = "red" if count / worst > 0.5 else "yellow"
             cells.append(Text(str(count), style=style))
-        table.add_row(str(true), *cells)
+        table.add_row(str(true) if names is None else _class_label(names, true), *cells)
     return table
 
 
@@ -130,12 +139,16 @@ def predictions(console: Console, results, top_k: int, show: bool) -> None:
         if item.error:
             console.print(Text(f"{item.file}: error: {item.error}", style="red"), soft_wrap=True)
             continue
-        console.print(Text.assemble((str(item.file), "bold"), ": ", (str(item.label), "bold green")))
+        names = item.classes or tuple(str(label) for label in range(len(item.probabilities)))
+        top = 100 * float(item.probabilities[item.label])
+        console.print(Text.assemble((str(item.file), "bold"), ": ",
+                                    (names[item.label], "bold green"), f" {top:.1f}%"))
         order = np.argsort(item.probabilities)[::-1][:top_k]
-        for digit in order:
-            p = float(item.probabilities[digit])
+        width = max(len(names[label]) for label in order)
+        for label in order:
+            p = float(item.probabilities[label])
             bar = "█" * round(30 * p)
-            console.print(f"  {digit}  {bar:<30} {100 * p:6.2f}%", highlight=False)
+            console.print(Text(f"  {names[label]:<{width}}  {bar:<30} {100 * p:6.2f}%"))
         if show:
             console.print(ascii_digit(item.pixels))
 
@@ -143,7 +156,7 @@ def predictions(console: Console, results, top_k: int, show: bool) -> None:
 def ascii_digit(pixels: np.ndarray) -> Text:
     """The 28x28 input as the network saw it, two characters per pixel."""
     shades = " .:-=+*#%@"
-    grid = np.clip(pixels.reshape(28, 28), 0.0, 1.0)
+    grid = np.clip(pixels if pixels.ndim == 2 else pixels.reshape(28, 28), 0.0, 1.0)
     lines = ["".join(shades[min(9, int(v * 10))] * 2 for v in row) for row in grid]
     return Text("\n".join(lines))
 
@@ -161,8 +174,8 @@ def gradient_checks(console: Console, checks, threshold: float) -> None:
     console.print(table)
 
 
-def cache_info(console: Console, files, data_dir) -> None:
-    table = Table(title=f"MNIST cache in {data_dir}", box=box.SIMPLE_HEAD, title_justify="left")
+def cache_info(console: Console, files, data_dir, title: str = "MNIST") -> None:
+    table = Table(title=f"{title} cache in {data_dir}", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("file", "size", "verified", "samples", "count per class 0-9"):
         table.add_column(name)
     for entry in files:

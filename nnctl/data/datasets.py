@@ -39,6 +39,7 @@ class Dataset:
     mirrors: tuple[str, ...] = ()
     mirror_env: str | None = None
     preparation: str = "raw"  # how predict turns a user's photo into an input, by name
+    path: str | None = None  # a user's folder of IDX files, read in place (data.dataset: idx)
 
     @property
     def num_classes(self) -> int:
@@ -90,7 +91,28 @@ MNIST = Dataset(
     preparation="digit",
 )
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (MNIST,)}
+FASHION_MNIST = Dataset(
+    name="fashion-mnist",
+    title="Fashion-MNIST",
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+             "Sneaker", "Bag", "Ankle boot"),
+    image_shape=(28, 28),
+    files=_files((
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ), (28, 28)),
+    mirrors=(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ),
+    mirror_env="NNCTL_FASHION_MNIST_MIRROR",
+    preparation="garment",
+)
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (MNIST, FASHION_MNIST)}
+USER_DATASET = "idx"  # data.dataset for a folder of the user's own IDX files (data.path)
 
 
 def get_dataset(name: str) -> Dataset:

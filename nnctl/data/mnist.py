@@ -7,6 +7,7 @@ named after it, in the data directory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nnctl.data.datasets import MNIST, SPLIT_KEYS, DataFile, Dataset
-from nnctl.data.download import DownloadObserver, fetch
+from nnctl.data.download import DownloadObserver, RetryPolicy, fetch
 from nnctl.data.idx import parse_idx
 from nnctl.errors import DataError
 
@@ -78,6 +79,7 @@ def ensure_file(
     observer: DownloadObserver | None = None,
     download: bool = True,
     dataset: Dataset = MNIST,
+    policy: RetryPolicy = RetryPolicy(),
 ) -> bytes:
     """The verified bytes of one file, downloading it when the cache lacks a good copy."""
     path = cache_dir(data_dir, dataset) / spec.name
@@ -88,8 +90,15 @@ def ensure_file(
         raise DataError(f"{path}: not in the cache (run: nnctl data download)")
     if path.exists():
         path.unlink()  # corrupt: never used, fetched again
-    fetch(spec.archive, spec.sha256, path, dataset.sources() if sources is None else sources,
-          observer)
+    created = [d for d in (path.parent, path.parent.parent) if not d.exists()]
+    try:
+        fetch(spec.archive, spec.sha256, path, dataset.sources() if sources is None else sources,
+              observer, policy=policy, mirror_env=dataset.mirror_env or "", title=dataset.title)
+    except DataError:
+        for directory in created:  # a failed first download leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
     content = _verified_bytes(spec, path)
     if content is None:
         raise DataError(f"{path}: changed on disk right after it was verified")
