@@ -267,6 +267,9 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
         classes=_class_names(c, d.get("classes")),
     )
     dataset = _dataset(c, data, read_data)
+    if dataset is not None and data.augment.active and dataset.image_shape != (28, 28):
+        c.fail("data.augment", f"works on 28x28 images; {dataset.title} has "
+                               f"{dataset.image_shape[1]}x{dataset.image_shape[0]}")
 
     m = c.section(top.get("model"), "model", ("input", "layers", "init"))
     model = ModelConfig(
@@ -278,7 +281,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     if dataset is not None and model.input != dataset.num_pixels:
         height, width = dataset.image_shape
         c.fail("model.input", f"{dataset.title} images have {dataset.num_pixels} pixels, got "
-                              f"{model.input} (the images are {height}x{width})")
+                              f"{model.input} (the images are {width}x{height})")
 
     loss = c.choice(top, "", "loss", "sparse_categorical_crossentropy", tuple(LOSSES))
 

@@ -142,7 +142,8 @@ def predictions(console: Console, results, top_k: int, show: bool) -> None:
         names = item.classes or tuple(str(label) for label in range(len(item.probabilities)))
         top = 100 * float(item.probabilities[item.label])
         console.print(Text.assemble((str(item.file), "bold"), ": ",
-                                    (names[item.label], "bold green"), f" {top:.1f}%"))
+                                    (names[item.label], "bold green"), f" {top:.1f}%"),
+                      soft_wrap=True)
         order = np.argsort(item.probabilities)[::-1][:top_k]
         width = max(len(names[label]) for label in order)
         for label in order:

@@ -117,7 +117,7 @@ def describe_folder(folder: str | Path, classes: list[str] | None = None) -> Dat
             raise DataError(f"{files[role]}: images should have 3 dimensions (count, height, "
                             f"width), found shape {shape}")
         if max(shape[1:]) > MAX_SIDE:
-            raise DataError(f"{files[role]}: {shape[1]}x{shape[2]} images are larger than "
+            raise DataError(f"{files[role]}: {shape[2]}x{shape[1]} images are larger than "
                             f"nnctl trains on ({MAX_SIDE} pixels a side)")
         shapes[role] = shape
     if shapes["train_images"][1:] != shapes["test_images"][1:]:
@@ -157,7 +157,7 @@ def describe_folder(folder: str | Path, classes: list[str] | None = None) -> Dat
 
 
 def _size(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[2]}"
+    return f"{shape[2]}x{shape[1]}"  # width x height, as image sizes are written
 
 
 def load_folder_split(dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -65,8 +65,8 @@ def _verified_bytes(spec: DataFile, path: Path) -> bytes | None:
     """The file's bytes if they are the canonical content, else None."""
     try:
         content = path.read_bytes()
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # not cached (a data directory that is a file is reported on writing)
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
     return content if hashlib.sha256(content).hexdigest() == spec.sha256 else None
