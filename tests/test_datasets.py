@@ -329,3 +329,27 @@ def test_evaluate_fetches_only_the_test_split_and_leaves_nothing_when_offline(
     offline = run("evaluate", weights, "--data-dir", tmp_path / "offline")
     assert offline.exit_code == 1 and "could not get t10k-images-idx3-ubyte.gz" in offline.output
     assert not (tmp_path / "offline").exists()
+
+
+def test_plot_titles_name_the_dataset(tmp_path, monkeypatch):
+    import nnctl.plot
+
+    checkpoint = fashion_checkpoint()
+    checkpoint.history.append({"epoch": 1})
+    weights = save(tmp_path / "w.npz", checkpoint)
+    titles = []
+    monkeypatch.setattr(nnctl.plot, "plot_history", lambda history, out, title: titles.append(title))
+    assert run("plot", weights, "-o", tmp_path / "c.png").exit_code == 0
+    assert titles == [f"{weights} (Fashion-MNIST)"]
+
+
+def test_data_commands_take_the_dataset(tmp_path, monkeypatch):
+    empty = run("data", "info", "--dataset", "fashion-mnist", "--data-dir", tmp_path)
+    assert empty.exit_code == 1 and "nnctl data download --dataset fashion-mnist" in empty.output
+    assert "Fashion-MNIST cache in" in empty.output
+    unknown = run("data", "info", "--dataset", "kmnist")
+    assert unknown.exit_code == 2 and "unknown dataset 'kmnist'" in unknown.output
+    monkeypatch.setenv("NNCTL_FASHION_MNIST_MIRROR", str(tmp_path / "nowhere"))
+    failed = run("data", "download", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "d")
+    assert failed.exit_code == 1 and "Set NNCTL_FASHION_MNIST_MIRROR" in failed.output
+    assert not (tmp_path / "d").exists()

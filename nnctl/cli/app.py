@@ -21,13 +21,13 @@ from nnctl.errors import NnctlError, UsageError
 app = typer.Typer(
     help="Train, evaluate and use neural networks on MNIST, written from scratch in NumPy.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Download and inspect the MNIST files.", no_args_is_help=True)
+data_app = typer.Typer(help="Download and inspect the files of MNIST and Fashion-MNIST.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 DatasetName = Annotated[str, typer.Option(
     "--dataset", help="Which dataset: mnist or fashion-mnist.")]
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Where MNIST is cached [default: $NNCTL_DATA_DIR, else ./data].")]
+    "--data-dir", help="Where datasets are cached [default: $NNCTL_DATA_DIR, else ./data].")]
 
 
 def guarded(command: Callable) -> Callable:
@@ -81,7 +81,7 @@ def train(
     metrics: Annotated[Optional[Path], typer.Option(help="Append one JSON line per epoch to this file.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Train a network on MNIST as CONFIG describes, and save its weights."""
+    """Train a network on the dataset CONFIG names (MNIST by default), and save its weights."""
     from nnctl import experiment, weights
     from nnctl.cli import render
     from nnctl.cli.progress import DownloadBars, EpochBar
@@ -129,10 +129,10 @@ def _metrics_log(path: Optional[Path]):
 def evaluate(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     data_dir: DataDir = None,
-    split: Annotated[str, typer.Option(help="Which MNIST split: test or train.")] = "test",
+    split: Annotated[str, typer.Option(help="Which split: test or train.")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Accuracy, loss, per-class figures and the confusion matrix on a MNIST split."""
+    """Accuracy, loss, per-class figures and the confusion matrix on a split of its dataset."""
     if split not in ("test", "train"):
         raise UsageError(f"--split must be test or train, not {split!r}")
     from nnctl import experiment, weights as weights_file
@@ -153,12 +153,12 @@ def evaluate(
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP, GIF, ...).")],
     weights: Annotated[Path, typer.Option(help="The weights file.")] = Path("weights.npz"),
-    top_k: Annotated[int, typer.Option(min=1, max=10, help="How many digits to list.")] = 3,
-    raw: Annotated[bool, typer.Option("--raw", help="Take 28x28 MNIST-like images as they are.")] = False,
+    top_k: Annotated[int, typer.Option(min=1, max=10, help="How many classes to list.")] = 3,
+    raw: Annotated[bool, typer.Option("--raw", help="Take 28x28 images as they are (as the dataset's).")] = False,
     show: Annotated[bool, typer.Option("--show", help="Draw the 28x28 input the network saw.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """Classify your own images of digits, prepared the way MNIST was."""
+    """Classify your own images, prepared the way the model's dataset was made."""
     from nnctl import weights as weights_file
     from nnctl.cli import render
     from nnctl.predict import predict_files
