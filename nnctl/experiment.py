@@ -133,6 +133,9 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     `command` is how the user started this run, for the message that says how to resume."""
     out = Path(out)
     started = time.perf_counter()
+    if resume is not None and resume.dataset.name != config.data.dataset:
+        raise UsageError(f"cannot resume: the weights were trained on {resume.dataset.title}, "
+                         f"the config names {config.data.dataset}")
     splits = prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)

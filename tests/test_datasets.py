@@ -353,3 +353,16 @@ def test_data_commands_take_the_dataset(tmp_path, monkeypatch):
     failed = run("data", "download", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "d")
     assert failed.exit_code == 1 and "Set NNCTL_FASHION_MNIST_MIRROR" in failed.output
     assert not (tmp_path / "d").exists()
+
+
+def test_a_run_resumes_only_on_the_dataset_it_started_on(tmp_path):
+    folder = write_folder(tmp_path / "d", classes=10, shape=(28, 28))
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text(folder, units=10, pixels=784))
+    assert run("train", config, "--epochs", "1", "--out", tmp_path / "w.npz", "-q").exit_code == 0
+    fashion = tmp_path / "f.yaml"
+    fashion.write_text(config_text(folder, units=10, pixels=784).replace(
+        f"dataset: idx, path: {folder}", "dataset: fashion-mnist"))
+    result = run("train", fashion, "--resume", tmp_path / "w.npz", "--data-dir", tmp_path)
+    assert result.exit_code == 2
+    assert "cannot resume: the weights were trained on IDX data in" in result.output
