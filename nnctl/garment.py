@@ -47,7 +47,7 @@ def garment_style(gray: np.ndarray) -> np.ndarray:
     image = image.resize(size, Image.Resampling.LANCZOS)
     image = image.filter(ImageFilter.UnsharpMask(radius=1, percent=100, threshold=0))
     field = np.zeros((SIDE, SIDE))
-    top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
+    top, left = (SIDE - size[1] + 1) // 2, (SIDE - size[0] + 1) // 2  # odd margins: more above, left
     field[top:top + size[1], left:left + size[0]] = np.asarray(image, dtype=np.float64) / 255
     return field
 

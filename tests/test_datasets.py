@@ -366,3 +366,25 @@ def test_a_run_resumes_only_on_the_dataset_it_started_on(tmp_path):
     result = run("train", fashion, "--resume", tmp_path / "w.npz", "--data-dir", tmp_path)
     assert result.exit_code == 2
     assert "cannot resume: the weights were trained on IDX data in" in result.output
+
+
+def test_a_photo_made_from_a_fashion_mnist_image_is_prepared_back_into_it(
+        tmp_path, shared_fashion_mnist):
+    """Undo Fashion-MNIST's making (negate, enlarge, put on a white page), then prepare: the
+    result is the original image again, up to resampling."""
+    from nnctl.data.mnist import load_split
+    from nnctl.garment import prepare
+
+    images, _ = load_split("test", tmp_path, sources=[str(shared_fashion_mnist)],
+                           dataset=FASHION_MNIST)
+    correlations = []
+    for index in range(0, 10000, 1000):
+        original = images[index].reshape(28, 28).astype(np.float64)
+        enlarged = Image.fromarray(255 - images[index].reshape(28, 28)).resize(
+            (224, 224), Image.Resampling.BICUBIC)
+        page = Image.new("L", (400, 300), 255)
+        page.paste(enlarged, (120, 30))
+        page.save(tmp_path / "photo.png")
+        prepared = prepare(tmp_path / "photo.png").reshape(28, 28)
+        correlations.append(np.corrcoef(original.ravel(), prepared.ravel())[0, 1])
+    assert min(correlations) > 0.8 and np.mean(correlations) > 0.9, correlations
