@@ -120,7 +120,7 @@ def test_range_text_reads_as_a_range():
 def test_a_download_says_where_it_goes_and_how_to_share_one_cache(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    (mirror / "train-images-idx3-ubyte.gz").write_bytes(b"not MNIST")
+    (mirror / "t10k-images-idx3-ubyte.gz").write_bytes(b"not MNIST")
     monkeypatch.setenv("NNCTL_MNIST_MIRROR", str(mirror))
     monkeypatch.chdir(tmp_path)
     result = run("evaluate", weights_file(tmp_path / "w.npz"))

@@ -149,24 +149,33 @@ def evaluation(console: Console, report) -> None:
                                 "accuracy ", (_percent(report.accuracy), "bold"),
                                 f", mean loss {report.loss:.4f}"))
     figures = Table(title="per class", box=box.SIMPLE_HEAD, title_justify="left")
-    for name in ("digit", "precision", "recall", "F1", "support"):
-        figures.add_column(name, justify="right")
+    digits = report.names == tuple(str(label) for label in range(len(report.names)))
+    for name in ("digit" if digits else "class", "precision", "recall", "F1", "support"):
+        figures.add_column(name, justify="left" if name == "class" else "right")
     for c in report.classes:
-        figures.add_row(str(c.label), _percent(c.precision), _percent(c.recall),
-                        _percent(c.f1), str(c.support))
+        figures.add_row(_class_label(report.names, c.label), _percent(c.precision),
+                        _percent(c.recall), _percent(c.f1), str(c.support))
     figures.add_section()
     for name, mean in averages(report.classes).items():
         figures.add_row(f"{name} avg", _percent(mean["precision"]), _percent(mean["recall"]),
                         _percent(mean["f1"]), str(mean["support"]))
     console.print(figures)
-    console.print(confusion_table(report.confusion))
+    console.print(confusion_table(report.confusion, None if digits else report.names))
 
 
-def confusion_table(confusion: np.ndarray) -> Table:
-    """Rows are true digits, columns predictions; the diagonal green, errors red by count."""
-    table = Table(title="confusion matrix (rows: true digit, columns: predicted)",
+def _class_label(names, label: int) -> str:
+    """'7' for a digit, '9 Ankle boot' for a named class."""
+    name = names[label]
+    return name if name == str(label) else f"{label} {name}"
+
+
+def confusion_table(confusion: np.ndarray, names=None) -> Table:
+    """Rows are true classes, columns predictions; the diagonal green, errors red by count.
+    With names, rows carry 'index name' and columns the index only, to stay narrow."""
+    what = "digit" if names is None else "class"
+    table = Table(title=f"confusion matrix (rows: true {what}, columns: predicted)",
                   box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("", style="bold", justify="right")
+    table.add_column("", style="bold", justify="left" if names else "right")
     for label in range(len(confusion)):
         table.add_column(str(label), justify="right")
     worst = max(1, int((confusion - np.diag(np.diag(confusion))).max()))
@@ -180,7 +189,7 @@ def confusion_table(confusion: np.ndarray) -> Table:
             else:
                 style = "red" if count / worst > 0.5 else "yellow"
             cells.append(Text(str(count), style=style))
-        table.add_row(str(true), *cells)
+        table.add_row(str(true) if names is None else _class_label(names, true), *cells)
     return table
 
 
@@ -190,17 +199,21 @@ def predictions(console: Console, results, top_k: int, show: bool) -> None:
     for item in results:
         if item.error:
             continue  # errors go to stderr, from the command
-        kind = "" if item.normalised else " (scores)"
-        console.print(Text.assemble((str(item.file), "bold"), ": ", (str(item.label), "bold green"),
-                                    kind))
+        names = item.classes or tuple(str(label) for label in range(len(item.probabilities)))
+        top = float(item.probabilities[item.label])
+        figure = f" {100 * top:.1f}%" if item.normalised else " (scores)"
+        console.print(Text.assemble((str(item.file), "bold"), ": ",
+                                    (names[item.label], "bold green"), figure),
+                      soft_wrap=True)
         order = np.argsort(item.probabilities)[::-1][:top_k]
-        for digit in order:
-            p = float(item.probabilities[digit])
+        width = max(len(names[label]) for label in order)
+        for label in order:
+            p = float(item.probabilities[label])
             if not item.normalised:
-                console.print(f"  {digit}  {p:8.4f}", highlight=False)
+                console.print(Text(f"  {names[label]:<{width}}  {p:8.4f}"))
                 continue
             bar = "█" * round(30 * p)
-            console.print(f"  {digit}  {bar:<30} {100 * p:6.2f}%".rstrip(), highlight=False)
+            console.print(Text(f"  {names[label]:<{width}}  {bar:<30} {100 * p:6.2f}%".rstrip()))
         if show:
             console.print(ascii_digit(item.pixels))
 
@@ -208,7 +221,7 @@ def predictions(console: Console, results, top_k: int, show: bool) -> None:
 def ascii_digit(pixels: np.ndarray) -> Text:
     """The 28x28 input as the network saw it, two characters per pixel."""
     shades = " .:-=+*#%@"
-    grid = np.clip(pixels.reshape(28, 28), 0.0, 1.0)
+    grid = np.clip(pixels if pixels.ndim == 2 else pixels.reshape(28, 28), 0.0, 1.0)
     lines = ["".join(shades[min(9, int(v * 10))] * 2 for v in row) for row in grid]
     return Text("\n".join(lines))
 
@@ -226,8 +239,8 @@ def gradient_checks(console: Console, checks, threshold: float) -> None:
     console.print(table)
 
 
-def cache_info(console: Console, files, data_dir) -> None:
-    table = Table(title=f"MNIST cache in {data_dir}", box=box.SIMPLE_HEAD, title_justify="left")
+def cache_info(console: Console, files, data_dir, title: str = "MNIST") -> None:
+    table = Table(title=f"{title} cache in {data_dir}", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("file", "size", "verified", "samples", "count per class 0-9"):
         table.add_column(name)
     for entry in files:
