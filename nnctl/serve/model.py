@@ -1,0 +1,58 @@
+"""What the page and `GET /api/model` show of a trained network: layers, history, classes."""
+
+from __future__ import annotations
+
+from nnctl.weights import Checkpoint
+
+
+def class_names(config) -> list[str]:
+    """The names of the network's output classes, in label order: the digits by default.
+
+    The one place the page and the API take names from, so that a dataset with named
+    classes only has to be looked up here."""
+    return [str(label) for label in range(config.sizes[-1])]
+
+
+def saved_epoch(checkpoint: Checkpoint) -> dict | None:
+    """The history row of the epoch whose weights the file holds.
+
+    That is the last epoch, except for an early-stopped run that restored its best epoch:
+    such a file is saved without a resume state, and holds the best validation epoch."""
+    history = checkpoint.history
+    if not history:
+        return None
+    if checkpoint.config.training.early_stopping and checkpoint.train_state is None:
+        scored = [row for row in history if "validation" in row.get("evaluations", {})]
+        if scored:
+            return max(scored, key=lambda row: row["evaluations"]["validation"]["accuracy"])
+    return history[-1]
+
+
+def summary(checkpoint: Checkpoint, name: str) -> dict:
+    """The model as JSON: layers, parameter count, training settings, history, classes."""
+    network, config = checkpoint.network, checkpoint.config
+    layers = [
+        {"name": f"dense {index}", "inputs": int(w.shape[1]), "units": int(w.shape[0]),
+         "activation": f.name, "dropout": rate, "parameters": int(w.size + b.size)}
+        for index, (w, b, f, rate) in enumerate(zip(network.weights, network.biases,
+                                                    network.activations, network.dropout))]
+    training = config.training
+    row = saved_epoch(checkpoint)
+    test = (row or {}).get("evaluations", {}).get("test")
+    return {
+        "file": name,
+        "dataset": config.data.dataset,
+        "classes": class_names(config),
+        "input": network.sizes[0],
+        "layers": layers,
+        "parameters": network.parameter_count(),
+        "loss": config.loss,
+        "optimizer": training.optimizer.name,
+        "learning_rate": training.learning_rate,
+        "batch_size": training.batch_size,
+        "epochs": len(checkpoint.history),
+        "saved_epoch": row["epoch"] if row else None,
+        "test_accuracy": test["accuracy"] if test else None,
+        "test_loss": test["loss"] if test else None,
+        "history": checkpoint.history,
+    }
