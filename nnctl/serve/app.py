@@ -116,7 +116,11 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
                                          "field, e.g. curl -F file=@digit.png")
             name = (files[0].filename or "upload")[:MAX_NAME]
             return await files[0].read(), name
-    return await request.body(), "upload"
+    data = await request.body()
+    if not data:
+        raise HTTPException(400, "the request has no image: send an image file or a 28x28 "
+                                 "array as JSON")
+    return data, "upload"
 
 
 def create_app(checkpoint: Checkpoint, name: str = "weights.npz", *, workers: int = 2,
@@ -145,9 +149,6 @@ def create_app(checkpoint: Checkpoint, name: str = "weights.npz", *, workers: in
             result = await anyio.to_thread.run_sync(predictor.array, values, limiter=limiter)
         else:
             data, filename = await _upload(request, max_body)
-            if not data:
-                raise HTTPException(400, "the request has no image: send an image file or "
-                                         "a 28x28 array as JSON")
             result = await anyio.to_thread.run_sync(predictor.image, data, filename, raw,
                                                     limiter=limiter)
         return JSONResponse([_answer(result, pixels)])

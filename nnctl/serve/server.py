@@ -22,7 +22,7 @@ def require_extra() -> None:
     """A UsageError naming what to install when Starlette, uvicorn or python-multipart is
     missing."""
     try:
-        import multipart  # noqa: F401 - Starlette's form parser
+        import python_multipart  # noqa: F401 - Starlette's form parser
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
