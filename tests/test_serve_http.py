@@ -178,6 +178,10 @@ def test_a_28x28_json_array_is_classified_as_predict_raw_would(client, checkpoin
     ({"files": {"file": ("empty.png", b"")}}, 422, "the file is empty"),
     ({"content": b""}, 400, "no image"),
     ({"files": {"note": (None, "no file here")}}, 400, "the form has no file"),
+    ({"files": [("a", ("a.png", drawing())), ("b", ("b.png", drawing()))]}, 400,
+     "Too many files"),
+    ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}},
+     400, "the form cannot be read"),
     ({"content": b"[[1, 2", "headers": {"content-type": "application/json"}}, 400,
      "not valid JSON"),
     ({"json": [[0] * 28] * 27}, 422, "27 rows of 28"),
@@ -272,6 +276,23 @@ def test_nothing_is_written_to_disk(client, tmp_path, monkeypatch):
     client.post("/api/predict", files={"file": ("t.txt", b"text")})
     client.post("/api/predict", json=[[0] * 28] * 28)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_large_upload_stays_in_memory(checkpoint, monkeypatch):
+    import tempfile
+
+    def no_files(*args, **kwargs):
+        raise AssertionError("a temporary file was created")
+
+    for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp"):
+        monkeypatch.setattr(tempfile, name, no_files)
+    image = Image.open(io.BytesIO(drawing())).convert("RGB").resize((820, 820))
+    buffer = io.BytesIO()
+    image.save(buffer, "BMP")  # 2 MB: Starlette would spool a file part over 1 MB to disk
+    assert len(buffer.getvalue()) > 2_000_000
+    with TestClient(create_app(checkpoint, max_body=3_000_000)) as client:
+        response = client.post("/api/predict", files={"file": ("d.bmp", buffer.getvalue())})
+    assert response.status_code == 200, response.text
 
 
 def test_serve_without_the_extra_says_what_to_install(monkeypatch, tmp_path):

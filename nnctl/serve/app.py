@@ -20,6 +20,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -106,16 +107,23 @@ def _flag(request: Request, name: str) -> bool:
 
 
 async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
-    """The image's bytes and name: the first file of a multipart form, or the raw body."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        async with request.form(max_files=1, max_fields=8, max_part_size=limit) as form:
+    """The image's bytes and name: the file of a multipart form, or the raw body."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=8,
+                                 max_part_size=limit)
+        parser.spool_max_size = limit + 1  # files stay in memory: the body is at most `limit`
+        try:
+            form = await parser.parse()
+        except MultiPartException as error:
+            raise HTTPException(400, f"the form cannot be read ({error.message})") from None
+        try:
             files = [value for value in form.values() if isinstance(value, UploadFile)]
             if not files:
                 raise HTTPException(400, "the form has no file: send the image as a file "
                                          "field, e.g. curl -F file=@digit.png")
-            name = (files[0].filename or "upload")[:MAX_NAME]
-            return await files[0].read(), name
+            return await files[0].read(), (files[0].filename or "upload")[:MAX_NAME]
+        finally:
+            await form.close()
     data = await request.body()
     if not data:
         raise HTTPException(400, "the request has no image: send an image file or a 28x28 "
