@@ -7,7 +7,9 @@ round trip of a drawn digit.
   answers 200 (the address is read from the line the process prints; the page is then
   polled every 5 ms); the median of N runs, and the median CPU time (user + system) of the
   whole process, which is about what the startup takes on an idle machine (the server
-  idles once the page is served, and is stopped at once);
+  idles once the page is served, and is stopped at once); each startup is interleaved with a
+  run of `nnctl --help`, the floor any command pays (Python, the CLI, their imports), so the
+  ratio holds whatever the machine's load;
 - HTTP round trip: POST /api/predict?pixels=1 of a 280x280 PNG drawn as the page's pad draws
   (black strokes 20 pixels wide on white), on one kept-alive connection; median and 95th
   percentile of 200 requests after 20 of warm-up;
@@ -87,6 +89,13 @@ def startup_s(weights: Path) -> tuple[float, float]:
                 time.sleep(0.005)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def help_s() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nnctl", "--help"], stdout=subprocess.DEVNULL,
+                   check=True)
+    return time.perf_counter() - started
 
 
 def pad_png(seed: int) -> bytes:
@@ -170,10 +179,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     results: dict = {"before": machine()}
-    startups = [startup_s(args.weights) for _ in range(args.repeats)]
+    startups, helps = [], []
+    for _ in range(args.repeats):
+        helps.append(help_s())
+        startups.append(startup_s(args.weights))
     results["startup_s"] = {"median": round(statistics.median(w for w, _ in startups), 3),
                             "all": [round(w, 3) for w, _ in startups],
-                            "cpu_median": round(statistics.median(c for _, c in startups), 3)}
+                            "cpu_median": round(statistics.median(c for _, c in startups), 3),
+                            "help_median": round(statistics.median(helps), 3)}
     with server(args.weights) as (url, _):
         while True:
             try:
