@@ -202,6 +202,30 @@ def test_two_tabs_drawing_at_once_each_get_their_own_answer(tabs):
     assert (first.inner_text("#label"), second.inner_text("#label")) == ("1", "0")
 
 
+def test_a_finger_draws_too(browser, server):
+    """Touch input, as a phone sends it: the pad takes pointer events of every kind."""
+    context = browser.new_context(viewport={"width": 420, "height": 800}, has_touch=True,
+                                  is_mobile=True)
+    try:
+        page = Tabs(context, server).open()
+        box = page.locator("#pad").bounding_box()
+        touch = context.new_cdp_session(page)
+
+        def send(kind: str, x: float, y: float) -> None:
+            points = [] if kind == "touchEnd" else [{"x": box["x"] + x, "y": box["y"] + y}]
+            touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        send("touchStart", *ONE[0])
+        for x, y in ONE[1:]:
+            send("touchMove", x, y)
+        send("touchEnd", 0, 0)
+        settled(page)
+        assert page.inner_text("#label") == "1"
+        assert page.evaluate("() => window.scrollY") == 0  # the finger drew, it did not scroll
+    finally:
+        context.close()
+
+
 def test_an_uploaded_photo_is_read_as_the_api_and_nnctl_predict_read_it(
         tabs, server, trained, mnist_cache, tmp_path):
     from nnctl.data.mnist import load_mnist
@@ -229,6 +253,17 @@ def test_an_uploaded_photo_is_read_as_the_api_and_nnctl_predict_read_it(
     top = bars(page)[0]
     assert top[0] == str(answer[0]["label"])
     assert top[1] == pytest.approx(max(answer[0]["probabilities"]), abs=1e-6)
+
+    page.click("#clear")
+    dropped = page.evaluate_handle("""bytes => {
+        const files = new DataTransfer();
+        files.items.add(new File([new Uint8Array(bytes)], "seven.png", {type: "image/png"}));
+        return files;
+    }""", list(photo.read_bytes()))
+    page.dispatch_event("#pad", "drop", {"dataTransfer": dropped})
+    settled(page)
+    assert page.inner_text("#label") == str(answer[0]["label"])
+    assert bars(page)[0][1] == pytest.approx(max(answer[0]["probabilities"]), abs=1e-6)
 
     text = tmp_path / "notes.txt"
     text.write_text("not a picture")
