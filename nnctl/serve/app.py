@@ -63,7 +63,7 @@ class BodyLimit:
         if not declared.isdigit() or int(declared) > self.limit:
             status, text = ((413, self._too_large()) if declared.isdigit()
                             else (400, "Content-Length is not a number"))
-            await JSONResponse({"error": text}, status, HEADERS)(scope, receive, send)
+            await JSONResponse({"error": text}, status)(scope, receive, send)
             return
         received = 0
 
@@ -154,6 +154,8 @@ def create_app(checkpoint: Checkpoint, name: str = "weights.npz", *, workers: in
                 values = pixel_array(json.loads(await request.body()))
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise HTTPException(400, f"the body is not valid JSON ({error})") from None
+            except RecursionError:
+                raise HTTPException(400, "the body's JSON is nested too deeply") from None
             result = await anyio.to_thread.run_sync(predictor.array, values, limiter=limiter)
         else:
             data, filename = await _upload(request, max_body)

@@ -24,6 +24,10 @@ from nnctl.weights import Checkpoint
 # more, EPS through Ghostscript among them: a server reads only these.
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 SIDE = 28
+# Preparing an image takes about 32 bytes per pixel at its peak (2 GB for the 64 million
+# `nnctl predict` accepts): a server answering several requests at once takes less, enough
+# for a 24-megapixel phone photo.
+MAX_PIXELS = 24_000_000
 
 
 class Upload(io.BytesIO):
@@ -37,17 +41,19 @@ class Upload(io.BytesIO):
         return self.upload_name
 
 
-def check_format(data: bytes, name: str) -> str:
-    """The image format read from the header; a UsageError when it is not one we serve."""
+def check_format(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> str:
+    """The image format read from the header; a UsageError when it is not one we serve or
+    has more than max_pixels."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise UsageError(f"{name}: the file is empty")
     Image.init()
-    readable = [name for name in FORMATS if name in Image.OPEN]
+    readable = [kind for kind in FORMATS if kind in Image.OPEN]
     try:
         with Image.open(io.BytesIO(data), formats=readable) as image:
-            return image.format
+            width, height = image.size
+            kind = image.format
     except UnidentifiedImageError:
         raise UsageError(f"{name}: not an image in a format nnctl serve reads "
                          f"({', '.join(FORMATS)})") from None
@@ -55,6 +61,10 @@ def check_format(data: bytes, name: str) -> str:
         raise UsageError(f"{name}: refused as a possible decompression bomb") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise UsageError(f"{name}: cannot decode the image ({error})") from None
+    if width * height > max_pixels:
+        raise UsageError(f"{name}: {width}x{height} pixels is more than nnctl serve decodes "
+                         f"({max_pixels:,}); refused as a possible decompression bomb")
+    return kind
 
 
 def pixel_array(value: object) -> np.ndarray:
@@ -92,9 +102,10 @@ def _sharing_weights(checkpoint: Checkpoint) -> Checkpoint:
 class Predictor:
     """Classifies uploaded images and arrays; safe to call from `workers` threads at once."""
 
-    def __init__(self, checkpoint: Checkpoint, workers: int = 2):
+    def __init__(self, checkpoint: Checkpoint, workers: int = 2, max_pixels: int = MAX_PIXELS):
         self.checkpoint = checkpoint
         self.workers = workers
+        self.max_pixels = max_pixels
         self._pool: queue.SimpleQueue[Checkpoint] = queue.SimpleQueue()
         self._pool.put(checkpoint)
         for _ in range(workers - 1):
@@ -111,7 +122,7 @@ class Predictor:
     def image(self, data: bytes, name: str, raw: bool = False) -> Prediction:
         """The image file's prediction, prepared as `nnctl predict` prepares it (`--raw`
         with raw); a UsageError saying what is wrong with the file otherwise."""
-        check_format(data, name)
+        check_format(data, name, self.max_pixels)
         with self._borrow() as checkpoint:
             result = predict_files(checkpoint, [Upload(data, name)], raw)[0]
         if result.error:
