@@ -12,6 +12,7 @@ import zlib
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -242,6 +243,20 @@ def test_arbitrary_bytes_never_get_a_server_error(client, data):
     assert response.status_code in (200, 400, 422), response.text
     if response.status_code != 200:
         assert response.json()["error"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=5), inner,
+                                                                  max_size=3),
+    max_leaves=100) | st.one_of(*(arrays(dtype, (28, 28)).map(np.ndarray.tolist)
+                                  for dtype in (np.float64, np.int64, np.bool_))))
+def test_arbitrary_json_never_gets_a_server_error(client, value):
+    body = json.dumps(value).encode()
+    response = client.post("/api/predict", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code in (200, 400, 422), response.text
 
 
 def _damaged(cut: int, flips: list[tuple[int, int]]) -> bytes:
