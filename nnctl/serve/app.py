@@ -78,7 +78,8 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
     def _too_large(self) -> str:
-        return f"the request body is larger than {self.limit // (1024 * 1024)} MB"
+        megabytes = self.limit / (1024 * 1024)
+        return f"the request body is larger than {megabytes:.3g} MB ({self.limit:,} bytes)"
 
 
 class SecurityHeaders:
@@ -150,13 +151,9 @@ def create_app(checkpoint: Checkpoint, name: str = "weights.npz", *, workers: in
     async def predict(request: Request) -> JSONResponse:
         raw, pixels = _flag(request, "raw"), _flag(request, "pixels")
         if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                values = pixel_array(json.loads(await request.body()))
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise HTTPException(400, f"the body is not valid JSON ({error})") from None
-            except RecursionError:
-                raise HTTPException(400, "the body's JSON is nested too deeply") from None
-            result = await anyio.to_thread.run_sync(predictor.array, values, limiter=limiter)
+            body = await request.body()
+            result = await anyio.to_thread.run_sync(_from_json, predictor, body,
+                                                    limiter=limiter)
         else:
             data, filename = await _upload(request, max_body)
             result = await anyio.to_thread.run_sync(predictor.image, data, filename, raw,
@@ -174,6 +171,18 @@ def create_app(checkpoint: Checkpoint, name: str = "weights.npz", *, workers: in
         middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
     handlers = {HTTPException: _http_error, UsageError: _usage_error, Exception: _server_error}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+def _from_json(predictor: Predictor, body: bytes) -> Prediction:
+    """The prediction for a JSON array, parsed in the worker thread: 10 MB of JSON takes a
+    while, and the other requests go on meanwhile."""
+    try:
+        values = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HTTPException(400, f"the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise HTTPException(400, "the body's JSON is nested too deeply") from None
+    return predictor.array(pixel_array(values))
 
 
 def _answer(result: Prediction, pixels: bool) -> dict:
