@@ -356,3 +356,27 @@ def test_serve_warns_in_one_line_when_not_bound_to_loopback(checkpoint, tmp_path
     assert len(warnings) == warned
     if warned:
         assert warnings[0].startswith("warning: listening on 0.0.0.0: anyone who can reach")
+
+
+def test_open_shows_the_page_in_the_browser_once_the_server_has_started(checkpoint, tmp_path,
+                                                                       monkeypatch):
+    import time
+    import webbrowser
+
+    import uvicorn
+
+    from nnctl.serve import server
+
+    def run(self, sockets):
+        time.sleep(0.2)
+        assert opened == []  # not before the server is up
+        self.started = True
+        time.sleep(0.3)
+
+    opened: list[str] = []
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    weights.save(tmp_path / "w.npz", checkpoint)
+    said: list[str] = []
+    server.serve(tmp_path / "w.npz", "127.0.0.1", 0, open_browser=True, say=said.append)
+    assert len(opened) == 1 and opened[0] in said[0]

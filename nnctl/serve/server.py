@@ -57,7 +57,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def url_of(sock: socket.socket) -> str:
+    """The page's address; this machine's loopback one for a socket on every address."""
     host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if sock.family == socket.AF_INET else "::1"
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
     return f"http://{host}:{port}/"
@@ -84,8 +87,6 @@ def serve(weights: Path, host: str = "127.0.0.1", port: int = 8000, open_browser
     app = create_app(checkpoint, Path(weights).name, workers=min(4, os.cpu_count() or 1),
                      allowed_hosts=allowed)
     url = url_of(sock)
-    if not loopback and address in ("0.0.0.0", "::"):
-        url = url.replace(address, "127.0.0.1" if sock.family == socket.AF_INET else "[::1]")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                            lifespan="off"))
     say(f"nnctl serve: {weights} at {url} (Ctrl-C to stop)")
