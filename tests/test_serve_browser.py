@@ -184,6 +184,13 @@ def test_a_drawn_one_and_zero_are_read_with_a_live_bar_chart(tabs, tmp_path):
 
     page.click("#undo")
     assert page.inner_text("#label") == "–" and page.is_disabled("#undo")
+    stroke(page, ONE)
+    stroke(page, [(200, 60), (200, 61)])  # a stray dot
+    page.keyboard.press("Control+z")  # undoes the dot: the 1 is read again
+    settled(page)
+    assert page.inner_text("#label") == "1"
+    page.keyboard.press("Escape")
+    assert page.inner_text("#label") == "–" and page.is_disabled("#clear")
 
 
 def test_two_tabs_drawing_at_once_each_get_their_own_answer(tabs):

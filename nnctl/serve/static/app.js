@@ -123,6 +123,15 @@ $("clear").addEventListener("click", () => {
   resetResult();
 });
 
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") {
+    event.preventDefault();
+    if (!$("undo").disabled) $("undo").click();
+  } else if (event.key === "Escape" && !$("clear").disabled) {
+    $("clear").click();
+  }
+});
+
 // ---- predictions ------------------------------------------------------------------------
 
 function requestPrediction() {
