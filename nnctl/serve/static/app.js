@@ -351,10 +351,10 @@ function drawHistory(history) {
   lineChart($("loss-chart"), series((r) => (r.train_loss !== undefined ? r.train_loss : r.loss)),
             { log: true });
   lineChart($("accuracy-chart"), series((r) => 100 * (r.train_accuracy !== undefined
-    ? r.train_accuracy : r.accuracy)), { log: false });
+    ? r.train_accuracy : r.accuracy)), { log: false, top: 100 });
 }
 
-function lineChart(canvas, series, { log }) {
+function lineChart(canvas, series, { log, top = Infinity }) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || canvas.width, height = canvas.clientHeight || canvas.height;
   canvas.width = width * ratio;
@@ -373,9 +373,9 @@ function lineChart(canvas, series, { log }) {
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   if (x0 === x1) { x0 -= 1; x1 += 1; }
-  const pad = (y1 - y0 || Math.abs(y1) || 1) * 0.08;
-  y0 -= pad;
-  y1 += pad;
+  const margin = (y1 - y0 || Math.abs(y1) || 1) * 0.08;
+  y0 -= margin;
+  y1 = Math.min(y1 + margin, Math.max(top, y1));
   const px = (x) => box.left + (x - x0) / (x1 - x0) * (box.right - box.left);
   const py = (y) => box.bottom - ((log ? Math.log10(y) : y) - y0) / (y1 - y0) * (box.bottom - box.top);
   g.strokeStyle = "#d9dee7";
