@@ -117,19 +117,31 @@ def test_the_model_summary_has_layers_parameters_history_and_classes(client):
     assert model["test_accuracy"] == 0.94 and model["saved_epoch"] == 2
 
 
-def test_an_early_stopped_file_reports_the_restored_epochs_test_accuracy(checkpoint):
+@pytest.mark.parametrize("stopping, save_best, train_state, slots, saved", [
+    (0, False, {}, {}, 3),  # the last epoch
+    (2, False, None, {}, 1),  # early stopping restored the best epoch and dropped the state
+    (2, False, {}, {}, 3),  # early stopping on, but the run had not stopped yet
+    (0, True, {}, {"last": []}, 1),  # save_best, the last epoch's weights kept aside
+    (0, True, {}, {}, 3),  # save_best when the best epoch is the last
+])
+def test_the_test_accuracy_shown_is_that_of_the_epoch_the_file_holds(
+        checkpoint, stopping, save_best, train_state, slots, saved):
     from dataclasses import replace
 
+    from nnctl.config import EarlyStoppingConfig
     from nnctl.serve.model import summary
 
-    history = [dict(row, evaluations={**row["evaluations"], "validation": {
-        "loss": 0.1, "accuracy": accuracy, "samples": 5000}})
-        for row, accuracy in zip(HISTORY, (0.95, 0.93))]
-    config = replace(checkpoint.config, training=replace(checkpoint.config.training,
-                                                         early_stopping=1))
-    stopped = replace(checkpoint, config=config, history=history, train_state=None)
-    assert summary(stopped, "w.npz")["saved_epoch"] == 1
-    assert summary(stopped, "w.npz")["test_accuracy"] == 0.91
+    history = [dict(HISTORY[0], epoch=epoch, evaluations={
+        "validation": {"loss": 0.1, "accuracy": validation, "samples": 5000},
+        "test": {"loss": 0.2, "accuracy": test, "samples": 10000}})
+        for epoch, validation, test in ((1, 0.95, 0.91), (2, 0.93, 0.92), (3, 0.94, 0.93))]
+    training = replace(checkpoint.config.training, save_best=save_best,
+                       early_stopping=EarlyStoppingConfig(patience=stopping))
+    file = replace(checkpoint, config=replace(checkpoint.config, training=training),
+                   history=history, train_state=train_state, optimizer_state=slots)
+    answer = summary(file, "w.npz")
+    assert answer["saved_epoch"] == saved
+    assert answer["test_accuracy"] == history[saved - 1]["evaluations"]["test"]["accuracy"]
 
 
 def test_an_uploaded_image_gets_what_nnctl_predict_json_prints(client, checkpoint, tmp_path,

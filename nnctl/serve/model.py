@@ -16,15 +16,25 @@ def class_names(config) -> list[str]:
 def saved_epoch(checkpoint: Checkpoint) -> dict | None:
     """The history row of the epoch whose weights the file holds.
 
-    That is the last epoch, except for an early-stopped run that restored its best epoch:
-    such a file is saved without a resume state, and holds the best validation epoch."""
+    That is the last epoch, except for the best epoch by the monitored metric in a file of a
+    run that kept its best weights: `save_best` with a later last epoch (its parameters are
+    kept aside in the resume slot 'last'), or early stopping that restored them (the file
+    then has no resume state)."""
+    from nnctl.experiment import LAST_WEIGHTS_SLOT
+    from nnctl.monitor import best_of
+
     history = checkpoint.history
     if not history:
         return None
-    if checkpoint.config.training.early_stopping and checkpoint.train_state is None:
-        scored = [row for row in history if "validation" in row.get("evaluations", {})]
-        if scored:
-            return max(scored, key=lambda row: row["evaluations"]["validation"]["accuracy"])
+    stopping = checkpoint.config.training.early_stopping
+    kept_best = (LAST_WEIGHTS_SLOT in checkpoint.optimizer_state
+                 or (stopping.active and checkpoint.train_state is None))
+    if kept_best:
+        try:
+            epoch, _ = best_of(history, stopping.monitor, stopping.min_delta)
+        except KeyError:  # the monitored split is not in the history
+            return history[-1]
+        return next((row for row in history if row["epoch"] == epoch), history[-1])
     return history[-1]
 
 
