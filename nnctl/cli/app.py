@@ -227,7 +227,7 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8000,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
-    """A page in the browser: draw a digit and watch the network read it (nnctl[serve])."""
+    """A page in the browser: draw a digit and watch the network read it (the serve extra)."""
     from nnctl.serve.server import serve as run_server
 
     run_server(weights, host, port, open_browser, say=typer.echo,
