@@ -137,10 +137,14 @@ class Network:
                  sum(p.value.size for p in layer.params), layer.describe())
                 for layer in self.layers]
 
-    def architecture(self) -> list[tuple]:
-        """Each layer's kind, output shape and parameter shapes: what must match to resume."""
-        return [(layer.kind, layer.output_shape, [p.value.shape for p in layer.params])
-                for layer in self.layers]
+    def snapshot(self) -> dict[str, Array]:
+        """A copy of everything the weights file keeps (weights, batch-norm statistics)."""
+        return {key: value.copy() for layer in self.layers
+                for key, value in layer.arrays().items()}
+
+    def restore(self, snapshot: dict[str, Array]) -> None:
+        for layer in self.layers:
+            layer.load_arrays(snapshot)
 
     def _as_input(self, x: Array) -> Array:
         if len(self.input_shape) != 3:

@@ -1,7 +1,9 @@
 """The weights file: a plain .npz that anyone can open with numpy.load(allow_pickle=False).
 
 Keys: W0..W{L-1} (fan_out, fan_in) and b0..b{L-1}, the scaler's `scaler_min` and
-`scaler_max`, `config` and `history` as JSON text, `format_version` and `nnctl_version`.
+`scaler_max`, `config` and `history` as JSON text, `format_version` and `nnctl_version`, and
+(from format version 2) `dataset`: JSON with the dataset's name, title, class names and image
+shape; a file without it is an MNIST model.
 A checkpoint that can resume training also has `train_state` (JSON: epochs done, the random
 generator's state, optimizer steps) and the optimizer's slots `opt_{slot}_{i}`.
 Files are written to a temporary file beside the target and renamed: never half-written.
@@ -20,12 +22,16 @@ import numpy as np
 
 from nnctl import __version__
 from nnctl.config import Config, config_from_dict
+from nnctl.data.datasets import MNIST, Dataset
 from nnctl.data.scaler import MinMaxScaler
+from nnctl.data.source import from_record, to_record
 from nnctl.errors import ConfigError, NnctlError, UsageError
+from nnctl.filemode import set_mode_for
 from nnctl.layers.build import build_network
 from nnctl.network import Network
 
-FORMAT_VERSION = 2  # 2: conv kernels, batch-norm arrays; version 1 files (dense) read as they are
+# 2: the dataset record; 3: conv kernels and batch-norm arrays. Older files read as they are.
+FORMAT_VERSION = 3
 REQUIRED = ("format_version", "nnctl_version", "config", "history", "scaler_min", "scaler_max")
 
 
@@ -37,6 +43,12 @@ class Checkpoint:
     history: list[dict] = field(default_factory=list)
     train_state: dict | None = None
     optimizer_state: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    dataset: Dataset = MNIST
+
+
+def class_names(checkpoint: Checkpoint) -> list[str]:
+    """The names of a model's classes, indexed as its outputs ('0'..'9' for MNIST)."""
+    return list(checkpoint.dataset.classes)
 
 
 def save(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -47,6 +59,7 @@ def save(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         "nnctl_version": np.array(__version__),
         "config": np.array(json.dumps(checkpoint.config.to_dict())),
         "history": np.array(json.dumps(checkpoint.history)),
+        "dataset": np.array(json.dumps(to_record(checkpoint.dataset))),
         **checkpoint.scaler.to_arrays(),
     }
     for layer in checkpoint.network.layers:
@@ -64,7 +77,8 @@ def check_writable(path: Path) -> Path:
     """The directory a weights file can be written in, or a one-line error saying why not."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise UsageError(f"{path}: the directory {directory} does not exist")
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise UsageError(f"{path}: the directory {directory} {problem}")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a file name for the weights")
     return directory
@@ -77,6 +91,7 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except OSError as error:
         raise NnctlError(f"{path}: cannot write there ({error.strerror})") from None
     try:
+        set_mode_for(fd, path)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
             handle.flush()
@@ -149,7 +164,7 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
     network = build_network(config.model, np.random.default_rng(0), dtype)
     expected = {key: value.shape for layer in network.layers
                 for key, value in layer.arrays().items()}
-    known = set(expected) | set(REQUIRED) | {"train_state"}
+    known = set(expected) | set(REQUIRED) | {"train_state", "dataset"}
     extra = sorted(k for k in keys - known if not k.startswith("opt_"))
     if extra:
         raise UsageError(f"{path}: unexpected arrays {', '.join(extra)}")
@@ -171,6 +186,11 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
     for layer in network.layers:
         layer.load_arrays(arrays)
     size = network.sizes[0]
+    dataset = _dataset(archive, path) if "dataset" in keys else MNIST
+    if dataset.num_pixels != size or dataset.num_classes != network.sizes[-1]:
+        raise UsageError(f"{path}: the network maps {size} inputs to {network.sizes[-1]} "
+                         f"outputs, but its dataset {dataset.title} has {dataset.num_pixels} "
+                         f"pixels and {dataset.num_classes} classes")
     scaler = MinMaxScaler.from_arrays(archive)
     if scaler.data_min.shape not in ((), (size,)) or scaler.data_max.shape != scaler.data_min.shape:
         raise UsageError(f"{path}: scaler arrays should be scalars or ({size},) vectors")
@@ -182,4 +202,18 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
         slots.setdefault(slot, []).append((int(index), archive[key].astype(dtype)))
     optimizer_state = {s: [v for _, v in sorted(vs)] for s, vs in slots.items()}
     return Checkpoint(network, scaler, config, history if isinstance(history, list) else [],
-                      state, optimizer_state)
+                      state, optimizer_state, dataset)
+
+
+def _dataset(archive, path: Path) -> Dataset:
+    record = _json(archive, "dataset", path)
+    try:
+        classes, shape = record["classes"], record["image_shape"]
+        if not (isinstance(record["name"], str) and isinstance(record["title"], str)
+                and isinstance(classes, list) and all(isinstance(n, str) for n in classes)
+                and isinstance(shape, list) and len(shape) == 2
+                and all(isinstance(n, int) and n > 0 for n in shape)):
+            raise TypeError("wrong types")
+    except (KeyError, TypeError) as error:
+        raise UsageError(f"{path}: 'dataset' is damaged ({error})") from None
+    return from_record(record)

@@ -74,7 +74,7 @@ def test_a_config_round_trips_through_the_weights_file(tmp_path):
 
     path = save(tmp_path / "w.npz", Checkpoint(network, MinMaxScaler.fit(np.arange(256)), config))
     with np.load(path) as archive:
-        assert int(archive["format_version"]) == FORMAT_VERSION == 2
+        assert int(archive["format_version"]) == FORMAT_VERSION == 3
         assert archive["W0"].shape == (4, 1, 3, 2)  # (filters, channels, kh, kw)
         assert archive["mean2"].tolist() == [1, 2, 3, 4]
     again = load(path)
