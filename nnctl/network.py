@@ -13,6 +13,7 @@ nothing. For dense networks `Network.create` builds the tutorials' stack z_l = W
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -136,6 +137,16 @@ class Network:
         return [(f"{layer.kind} {layer.index}", layer.output_shape,
                  sum(p.value.size for p in layer.params), layer.describe())
                 for layer in self.layers]
+
+    def twin(self) -> Network:
+        """A network sharing these parameters, with workspaces of its own: one per thread
+        that runs inference at the same time."""
+        layers = []
+        for layer in self.layers:
+            twin = copy.copy(layer)
+            twin._workspaces = {}
+            layers.append(twin)
+        return Network(layers, self.input_shape)
 
     def snapshot(self) -> dict[str, Array]:
         """A copy of everything the weights file keeps (weights, batch-norm statistics)."""

@@ -44,7 +44,7 @@ def test_a_conv_stack_gets_an_implied_flatten_and_its_shapes():
                                            "height, width) input; the layer before gives 784"),
     (("type: max_pool", "type: maxpool"), ":5: model.layers[1].type: unknown value 'maxpool'; "
                                           "did you mean 'max_pool'?"),
-    (("rate: 0.25", "rate: 1.5"), ":7: model.layers[3].rate: must be a finite number in [0, 1)"),
+    (("rate: 0.25", "rate: 1.5"), ":7: model.layers[3].rate: must be a number in [0, 1)"),
     (("filters: 4,", "filters: 4, units: 3,"), ":4: model.layers[0].units: unknown key"),
     (("padding", "padding"), None),
     (("kernel: 3", "kernel: [3, 0]"), "model.layers[0].kernel: must be between 1 and 64, got 0"),

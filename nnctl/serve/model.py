@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from nnctl.weights import Checkpoint, class_names
 
 
@@ -30,14 +32,26 @@ def saved_epoch(checkpoint: Checkpoint) -> dict | None:
     return history[-1]
 
 
+def _layers(network) -> list[dict]:
+    """One row per layer: its values in and out, its activation (or kernel, rate), and a
+    dense layer's dropout, from the dropout layer its `dropout:` key put after it."""
+    rows: list[dict] = []
+    for layer in network.layers:
+        if layer.kind == "dropout" and rows and rows[-1]["name"] == f"dense {layer.index}":
+            rows[-1]["dropout"] = layer.rate
+            continue
+        activation = getattr(layer, "activation", None)
+        rows.append({"name": f"{layer.kind} {layer.index}",
+                     "inputs": math.prod(layer.input_shape), "units": math.prod(layer.output_shape),
+                     "activation": activation.name if activation else layer.describe(),
+                     "dropout": 0.0, "parameters": sum(int(p.value.size) for p in layer.params)})
+    return rows
+
+
 def summary(checkpoint: Checkpoint, name: str) -> dict:
     """The model as JSON: layers, parameter count, training settings, history, classes."""
     network, config = checkpoint.network, checkpoint.config
-    layers = [
-        {"name": f"dense {index}", "inputs": int(w.shape[1]), "units": int(w.shape[0]),
-         "activation": f.name, "dropout": rate, "parameters": int(w.size + b.size)}
-        for index, (w, b, f, rate) in enumerate(zip(network.weights, network.biases,
-                                                    network.activations, network.dropout))]
+    layers = _layers(network)
     training = config.training
     row = saved_epoch(checkpoint)
     test = (row or {}).get("evaluations", {}).get("test")

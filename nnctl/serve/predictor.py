@@ -16,7 +16,6 @@ from dataclasses import replace
 import numpy as np
 
 from nnctl.errors import UsageError
-from nnctl.network import Network
 from nnctl.predict import Prediction, predict_files
 from nnctl.weights import Checkpoint
 
@@ -95,7 +94,7 @@ def _shape(value: object) -> str:
 
 def _sharing_weights(checkpoint: Checkpoint) -> Checkpoint:
     network = checkpoint.network
-    twin = Network(network.weights, network.biases, network.activations, network.dropout)
+    twin = network.twin()
     return replace(checkpoint, network=twin)
 
 
