@@ -158,12 +158,19 @@ def torch_epoch(spec, x, y):
         layers.append(torch.nn.Linear(a, b))
         if i < len(spec["sizes"]) - 2:
             layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
+    return torch_loop(torch.nn.Sequential(*layers), torch.from_numpy(x), y, spec)
+
+
+def torch_loop(model, tx, y, spec):
+    """One epoch of `model` over the inputs `tx`: SGD with momentum, index-shuffled batches."""
+    import torch
+
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=spec["momentum"])
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    ty = torch.from_numpy(y.astype(np.int64))
     batch = spec["batch"]
 
     def epoch():
+        model.train()
         order = torch.randperm(len(tx))
         for start in range(0, len(tx), batch):
             index = order[start:start + batch]
@@ -251,22 +258,8 @@ def torch_conv_epoch(spec, x, y):
                 layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
     tx = torch.from_numpy(x.reshape(-1, 1, 28, 28))
-    ty = torch.from_numpy(y.astype(np.int64))
     model(tx[:2])  # sizes the lazy layers
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=spec["momentum"])
-    batch = spec["batch"]
-
-    def epoch():
-        model.train()
-        order = torch.randperm(len(tx))
-        for start in range(0, len(tx), batch):
-            index = order[start:start + batch]
-            loss = torch.nn.functional.cross_entropy(model(tx[index]), ty[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-    return epoch
+    return torch_loop(model, tx, y, spec)
 
 
 def process_time(command, repeats, env=None) -> float:
