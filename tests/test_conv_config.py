@@ -106,3 +106,14 @@ def test_a_version_1_weights_file_still_loads(tmp_path):
     with pytest.raises(UsageError, match=r"W0 \(16, 700\) and b0 \(16,\) should be "
                                          r"\(16, 784\) and \(16,\)"):
         load(tmp_path / "bad.npz")
+
+
+def test_the_served_model_lists_every_layer_and_keeps_dense_dropout_on_its_row():
+    from nnctl.serve.model import _layers
+
+    rows = _layers(build_network(load_config("configs/cnn.yaml"), np.random.default_rng(0)))
+    assert [(r["name"], r["inputs"], r["units"], r["parameters"]) for r in rows][:2] == [
+        ("conv 0", 784, 32 * 26 * 26, 320), ("max_pool 1", 32 * 26 * 26, 32 * 13 * 13, 0)]
+    best = _layers(build_network(load_config("configs/cnn-best.yaml"), np.random.default_rng(0)))
+    dense = next(r for r in best if r["name"] == "dense 7")
+    assert dense["dropout"] == 0.5 and not any(r["name"] == "dropout 7" for r in best)
