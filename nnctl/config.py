@@ -241,7 +241,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
 def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = None) -> Config:
     c = _Checker(source, lines or {})
-    top = c.section(raw, "", ("data", "model", "loss", "training", "output"))
+    top = c.section(raw, "", ("data", "model", "loss", "training", "output", "search"))
     if not isinstance(raw, dict):
         raise ConfigError("\n".join(c.errors))
 
@@ -288,6 +288,10 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
 
     config = Config(model, data, loss, training, output)
     _cross_checks(c, config)
+    if "search" in top and not c.errors:  # nnctl tune's; training ignores it
+        from nnctl.search.space import check_space, without_search
+
+        check_space(top["search"], without_search(top), c.fail)
     if c.errors:
         raise ConfigError("\n".join(c.errors))
     return config

@@ -122,14 +122,17 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
           observer: DownloadObserver | None = None,
           resume: Checkpoint | None = None,
           on_start: Callable[[Network], None] | None = None,
-          command: str = "nnctl train CONFIG") -> TrainingResult:
+          command: str = "nnctl train CONFIG", splits: Splits | None = None,
+          test: bool = True) -> TrainingResult:
     """Train as the config says, saving a resumable checkpoint at `out` after every epoch.
 
     `on_start(network)` is called once the data is ready and the network built or restored;
-    `command` is how the user started this run, for the message that says how to resume."""
+    `command` is how the user started this run, for the message that says how to resume.
+    `splits` reuses data prepared for this config; `test=False` skips the test set's
+    evaluation after every epoch (a search chooses on the validation split alone)."""
     out = Path(out)
     started = time.perf_counter()
-    splits = prepare_data(config, data_dir, observer)
+    splits = splits or prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)
     optimizer = build_optimizer(config)
@@ -138,7 +141,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     if resume is not None:
         network, history, first = _restore(resume, config, splits, rng, optimizer)
     loss = get_loss(config.loss)
-    eval_sets = {"test": splits.test}
+    eval_sets = {"test": splits.test} if test else {}
     if splits.validation is not None:
         eval_sets = {"validation": splits.validation, **eval_sets}
 

@@ -202,6 +202,30 @@ def gradcheck(
 
 @app.command()
 @guarded
+def tune(
+    config: Annotated[Path, typer.Argument(help="A config with a search: section.")],
+    trials: Annotated[int, typer.Option(help="The study's budget: trials it holds when done.")] = 20,
+    timeout: Annotated[Optional[float], typer.Option(help="Start no trial after this many seconds.")] = None,
+    jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL [default: sqlite tune.db beside --out].")] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name [default: the config's name].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the best trial's config here.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override training.epochs of every trial.")] = None,
+    pruner: Annotated[str, typer.Option(help="median, halving, hyperband or none.")] = "median",
+    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; 3 missed: failed.")] = 10,
+    report: Annotated[bool, typer.Option("--report", help="Show the study; run nothing.")] = False,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Search the config's search: space with Optuna, on one machine or many."""
+    from nnctl.cli.tune import tune as run_tune
+
+    run_tune(config, trials, timeout, jobs, storage, study, out, epochs, pruner, heartbeat,
+             report, data_dir, as_json)
+
+
+@app.command()
+@guarded
 def plot(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("curves.png"),
