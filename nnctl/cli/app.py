@@ -233,11 +233,20 @@ def tune(
 def plot(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("curves.png"),
+    study: Annotated[Optional[str], typer.Option(help="Draw this nnctl tune study instead.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="The study's storage URL [default: sqlite tune.db here].")] = None,
 ) -> None:
-    """Draw the training curves stored in a weights file (needs matplotlib: nnctl[plot])."""
+    """Draw the training curves stored in a weights file (needs matplotlib: nnctl[plot]),
+    or a study's history and parameter importances."""
     from nnctl import weights as weights_file
     from nnctl.plot import plot_history
 
+    if study is not None:
+        from nnctl.search.figure import plot_study
+
+        plot_study(storage or "sqlite:///tune.db", study, out)
+        typer.echo(f"study figure written to {out}")
+        return
     checkpoint = weights_file.load(weights)
     plot_history(checkpoint.history, out, title=str(weights))
     typer.echo(f"curves written to {out}")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -235,6 +236,7 @@ class Objective:
         from nnctl.experiment import TrainingInterrupted, train
         from nnctl.trainer import TrainingDiverged
 
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         raw = apply(self.settings.base, list(self.settings.dimensions), self.suggest(trial))
         try:
             config = validate(raw, f"{self.settings.source} (trial {trial.number})")
@@ -377,6 +379,7 @@ class TrialRow:
     seconds: float | None
     params: dict = field(default_factory=dict)
     error: str | None = None
+    worker: str | None = None  # host:pid that ran it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -397,7 +400,7 @@ def rows(study) -> list[TrialRow]:
                      else "its worker stopped (killed or lost)")
         table.append(TrialRow(trial.number, trial.state.name.lower(), trial.value,
                               steps[last] if last is not None else None, last or 0, seconds,
-                              dict(trial.params), error))
+                              dict(trial.params), error, trial.user_attrs.get("worker")))
     return table
 
 

@@ -1,0 +1,61 @@
+"""A study drawn with matplotlib (optional): the optimisation history and which keys matter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnctl.errors import NnctlError, UsageError
+from nnctl.plot import INSTALL_HINT
+from nnctl.search import study as search
+
+
+def plot_study(storage: str, name: str, out: Path) -> Path:
+    """Validation accuracy per trial with the best so far, and the parameter importances
+    (Optuna's PED-ANOVA) once two trials have completed, as one PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NnctlError(INSTALL_HINT) from None
+    optuna = search.require_optuna()
+    try:
+        study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    except KeyError:
+        raise UsageError(f"study {name!r} in {search.redact(storage)}: no such study") from None
+    rows = search.rows(study)
+    done = [r for r in rows if r.state == "complete"]
+    if not done:
+        raise UsageError(f"study {name!r} has no completed trial to draw")
+    figure, (history, importance) = plt.subplots(1, 2, figsize=(11, 4.2))
+    history.plot([r.number for r in done], [100 * r.value for r in done], "o", label="complete")
+    pruned = [r for r in rows if r.state == "pruned" and r.latest is not None]
+    if pruned:
+        history.plot([r.number for r in pruned], [100 * r.latest for r in pruned], "x",
+                     color="gray", label="pruned (last report)")
+    best, steps = [], []
+    for r in done:
+        best.append(max(best[-1] if best else 0.0, 100 * r.value))
+        steps.append(r.number)
+    history.step(steps, best, where="post", label="best so far")
+    history.set(xlabel="trial", ylabel="validation accuracy (%)", title="optimisation history")
+    history.grid(alpha=0.3)
+    history.legend()
+    if len(done) >= 2:
+        weights = optuna.importance.get_param_importances(study)
+        keys = list(weights)[::-1]
+        importance.barh(keys, [weights[k] for k in keys])
+        importance.set(xlabel="importance (PED-ANOVA, normalised)", title="parameter importance")
+    else:
+        importance.set_axis_off()
+        importance.text(0.5, 0.5, "importance needs 2 completed trials", ha="center")
+    figure.suptitle(f"study {name}")
+    figure.tight_layout()
+    try:
+        figure.savefig(out, dpi=110)
+    except OSError as error:
+        raise NnctlError(f"{out}: cannot write ({error.strerror})") from None
+    finally:
+        plt.close(figure)
+    return out
