@@ -113,6 +113,9 @@ class Settings:
 def open_storage(url: str, heartbeat: int | None = None):
     """An Optuna RDB storage; one-line errors for a missing driver or an unreachable server."""
     optuna = require_optuna()
+    from sqlalchemy.exc import ArgumentError
+
+    shown, scheme = redact(url), url.split(":", 1)[0]
     if url.startswith("sqlite:///"):
         folder = Path(url.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
@@ -120,6 +123,8 @@ def open_storage(url: str, heartbeat: int | None = None):
         engine = {"connect_args": {"timeout": 60}}  # workers wait for each other's writes
     else:
         engine = {"pool_pre_ping": True}
+    if scheme in ("postgresql", "postgres"):  # psycopg 3, whatever SQLAlchemy's default
+        url = "postgresql+psycopg://" + url.split("://", 1)[-1]
     beat = {} if heartbeat is None else {"heartbeat_interval": heartbeat,
                                          "grace_period": 3 * heartbeat}
     last: Exception | None = None
@@ -127,15 +132,14 @@ def open_storage(url: str, heartbeat: int | None = None):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
         except ImportError:
-            scheme = url.split(":", 1)[0]
             raise UsageError(DRIVER_HINT.format(scheme=scheme)) from None
-        except ValueError as error:
-            raise UsageError(f"--storage {redact(url)}: {error}") from None
+        except (ValueError, ArgumentError) as error:
+            raise UsageError(f"--storage {shown}: {error}") from None
         except Exception as error:  # SQLAlchemy's connection and schema errors
             last = error
             time.sleep(0.5 + attempt)
     first = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
-    raise NnctlError(f"cannot open the study storage {redact(url)}: {first}")
+    raise NnctlError(f"cannot open the study storage {shown}: {first}")
 
 
 def make_pruner(name: str, epochs: int):
