@@ -119,6 +119,8 @@ def tune(config: Path, trials: int, timeout: float | None, jobs: int, storage: s
         data_dir=str(data_dir) if data_dir else None,
         threads=search.threads_per_worker(jobs))
     console = Console(highlight=False, quiet=as_json)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200  # a log keeps the table's columns whole
     keys = [d.key for d in dimensions]
     where = f"study '{settings.study}' in {search.redact(settings.storage)}"
     monitor = search.open_study(settings, search.open_storage(settings.storage),
