@@ -157,3 +157,26 @@ def test_a_study_started_from_another_config_is_refused(tmp_path):
     assert result[0] == 2
     assert "error: study 'first' in sqlite:///" in result[2]
     assert "was started from" in result[2] and "name a new one with --study" in result[2]
+
+
+def test_a_trial_whose_sampled_config_is_invalid_fails_with_its_reason_and_counts(tmp_path):
+    # Each range is valid alone; adam with a momentum only together: caught at the trial.
+    config = tmp_path / "clash.yaml"
+    config.write_text(TINY.replace("EPOCHS", "1").replace("LIMIT", "2000").replace(
+        "optimizer: {name: sgd, momentum: 0.9}", "optimizer: sgd").replace(
+        "  training.learning_rate: {log_uniform: [0.02, 0.3]}\n  model.layers.0.units: {choice: [8, 16]}",
+        "  training.optimizer.name: {choice: [sgd, adam]}\n"
+        "  training.optimizer.momentum: {uniform: [0.5, 0.9]}"))
+    from nnctl.search import study as search
+    from nnctl.search.space import load_space
+
+    base, dims = load_space(config)
+    settings = search.Settings(f"sqlite:///{tmp_path / 'tune.db'}", "clash", base, tuple(dims),
+                               str(config), trials=1)
+    study = search.open_study(settings)
+    study.enqueue_trial({"training.optimizer.name": "adam", "training.optimizer.momentum": 0.5})
+    search.run(settings)  # the enqueued trial fails before any data is read; the budget is met
+    (row,) = search.rows(study)
+    assert row.state == "fail" and search.counted(study) == 1
+    assert row.error == (f"{config} (trial 0): training.optimizer.momentum: is not an option of "
+                         "adam")

@@ -108,7 +108,7 @@ def tune(config: Path, trials: int, timeout: float | None, jobs: int, storage: s
         raise UsageError(f"--pruner must be one of {', '.join(search.PRUNERS)}, not {pruner!r}")
     overrides = {"training.epochs": epochs} if epochs is not None else {}
     base, dimensions = load_space(config, overrides)
-    if not base.get("data", {}).get("validation"):
+    if not (base.get("data") or {}).get("validation"):
         raise UsageError(f"{config}: data.validation: a search needs validation images to "
                          "choose on (the test set is never used to choose); set, say, 5000")
     search.require_optuna()

@@ -198,6 +198,8 @@ def counted(study) -> int:
 
     total = 0
     for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.WAITING:  # enqueued: still to run
+            continue
         if trial.state != TrialState.FAIL or "error" in trial.user_attrs:
             total += 1
     return total
