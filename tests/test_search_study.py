@@ -104,6 +104,17 @@ def test_two_workers_share_one_sqlite_study_and_the_best_config_trains(tmp_path,
     assert code == 0 and f"study 'shared' in sqlite:///tune.db: {len(stored)} complete" in out
     assert len(trials_of(storage, "shared")) == len(stored)
 
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    from typer.testing import CliRunner
+
+    from nnctl.cli.app import app
+
+    figure = tmp_path / "study.png"
+    result = CliRunner().invoke(app, ["plot", "--study", "shared", "--storage", storage,
+                                      "-o", str(figure)])
+    assert result.exit_code == 0, result.output
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 @pytest.mark.slow
 def test_a_killed_worker_and_ctrl_c_leave_a_consistent_study_that_resumes(tmp_path, mnist_cache):

@@ -123,7 +123,7 @@ def tune(config: Path, trials: int, timeout: float | None, jobs: int, storage: s
         console.width = 200  # a log keeps the table's columns whole
     keys = [d.key for d in dimensions]
     where = f"study '{settings.study}' in {search.redact(settings.storage)}"
-    monitor = search.open_study(settings, search.open_storage(settings.storage),
+    monitor = search.open_study(settings, search.open_storage(settings.storage, existing=report),
                                 create=not report, check=not report)
     if not report:
         console.print(f"{where}: {len(keys)} keys searched, budget {trials} trials "

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnctl.errors import NnctlError, UsageError
-from nnctl.plot import INSTALL_HINT
+from nnctl.errors import UsageError
+from nnctl.plot import pyplot, save_figure
 from nnctl.search import study as search
 
 
 def plot_study(storage: str, name: str, out: Path) -> Path:
     """Validation accuracy per trial with the best so far, and the parameter importances
     (Optuna's PED-ANOVA) once two trials have completed, as one PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise NnctlError(INSTALL_HINT) from None
+    plt = pyplot()
     optuna = search.require_optuna()
     try:
-        study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+        study = optuna.load_study(study_name=name, storage=search.open_storage(storage, existing=True))
     except KeyError:
         raise UsageError(f"study {name!r} in {search.redact(storage)}: no such study") from None
     rows = search.rows(study)
@@ -50,12 +44,4 @@ def plot_study(storage: str, name: str, out: Path) -> Path:
     else:
         importance.set_axis_off()
         importance.text(0.5, 0.5, "importance needs 2 completed trials", ha="center")
-    figure.suptitle(f"study {name}")
-    figure.tight_layout()
-    try:
-        figure.savefig(out, dpi=110)
-    except OSError as error:
-        raise NnctlError(f"{out}: cannot write ({error.strerror})") from None
-    finally:
-        plt.close(figure)
-    return out
+    return save_figure(figure, out, f"study {name}")

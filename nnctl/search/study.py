@@ -110,8 +110,9 @@ class Settings:
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def open_storage(url: str, heartbeat: int | None = None):
-    """An Optuna RDB storage; one-line errors for a missing driver or an unreachable server."""
+def open_storage(url: str, heartbeat: int | None = None, existing: bool = False):
+    """An Optuna RDB storage; one-line errors for a missing driver or an unreachable server.
+    With `existing`, a SQLite file that is not there is an error, not made empty."""
     optuna = require_optuna()
     from sqlalchemy.exc import ArgumentError
 
@@ -120,6 +121,8 @@ def open_storage(url: str, heartbeat: int | None = None):
         folder = Path(url.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise UsageError(f"{url}: the directory {folder} does not exist")
+        if existing and not Path(url.removeprefix("sqlite:///")).is_file():
+            raise UsageError(f"{url}: no such study storage (nnctl tune makes it)")
         engine = {"connect_args": {"timeout": 60}}  # workers wait for each other's writes
     else:
         engine = {"pool_pre_ping": True}
