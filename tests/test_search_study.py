@@ -84,6 +84,9 @@ def test_two_workers_share_one_sqlite_study_and_the_best_config_trains(tmp_path,
     assert 4 <= len(stored) <= 5  # two workers may each start one while the other finishes
     assert all(t.state.name == "COMPLETE" and 0.5 < t.value <= 1 for t in stored)
     assert len({t.user_attrs["worker"] for t in stored}) == 2  # both processes ran trials
+    from nnctl.search.study import threads_per_worker
+
+    assert {t.user_attrs["blas_threads"] for t in stored} == {threads_per_worker(2)}
     champion = max(stored, key=lambda t: t.value)
     assert report["best"]["number"] == champion.number
 

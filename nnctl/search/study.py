@@ -246,6 +246,7 @@ class Objective:
         from nnctl.trainer import TrainingDiverged
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("blas_threads", blas_threads())
         raw = apply(self.settings.base, list(self.settings.dimensions), self.suggest(trial))
         try:
             config = validate(raw, f"{self.settings.source} (trial {trial.number})")
@@ -310,11 +311,20 @@ def work(settings: Settings) -> None:
                        callbacks=[keep_going], catch=(TrialFailed,), gc_after_trial=False)
 
 
+def blas_threads() -> int:
+    """The most threads any loaded BLAS library will use, as threadpoolctl reports it."""
+    from threadpoolctl import threadpool_info
+
+    return max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"),
+               default=0)
+
+
 def _blas_limits(threads: int):
     import contextlib
 
     if threads <= 0:
         return contextlib.nullcontext()
+    import numpy  # noqa: F401 - its BLAS must be loaded for the limit to reach it
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads, user_api="blas")
