@@ -211,8 +211,8 @@ def tune(
     trials: Annotated[int, typer.Option(help="The study's budget: trials it holds when done.")] = 20,
     timeout: Annotated[Optional[float], typer.Option(help="Start no trial after this many seconds.")] = None,
     jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
-    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL [default: sqlite tune.db beside --out].")] = None,
-    study: Annotated[Optional[str], typer.Option(help="Study name [default: the config's name].")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default: SQLite tune.db beside --out).")] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name (default: the config's file name).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the best trial's config here.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override training.epochs of every trial.")] = None,
     pruner: Annotated[str, typer.Option(help="median, halving, hyperband or none.")] = "median",
@@ -234,7 +234,7 @@ def plot(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("curves.png"),
     study: Annotated[Optional[str], typer.Option(help="Draw this nnctl tune study instead.")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="The study's storage URL [default: sqlite tune.db here].")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="The study's storage URL (default: SQLite tune.db here).")] = None,
 ) -> None:
     """Draw the training curves stored in a weights file (needs matplotlib: nnctl[plot]),
     or a study's history and parameter importances."""
