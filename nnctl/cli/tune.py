@@ -132,7 +132,7 @@ def tune(config: Path, trials: int, timeout: float | None, jobs: int, storage: s
                       f"{'s' if settings.threads > 1 else ''}, pruner {pruner}")
         for d in dimensions:
             console.print(f"  {d.key}: {d.describe()}")
-        _run(settings, jobs, console, monitor, keys, out, config)
+        _run(settings, jobs, console, monitor, keys, out)
     final = search.rows(monitor)
     if as_json:
         print(json.dumps(_as_json(monitor, settings, final)))
@@ -143,7 +143,7 @@ def tune(config: Path, trials: int, timeout: float | None, jobs: int, storage: s
         _write_best(monitor, out, settings, console)
 
 
-def _run(settings, jobs, console, monitor, keys, out, config) -> None:
+def _run(settings, jobs, console, monitor, keys, out) -> None:
     live = None
     if console.is_terminal:
         live = Live(console=console, refresh_per_second=1, transient=True,

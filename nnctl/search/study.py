@@ -264,7 +264,8 @@ class Objective:
 
         try:
             result = train(config, self.workdir / "trial.npz", self.settings.data_dir,
-                           on_epoch=on_epoch, splits=self.splits_for(config), test=False)
+                           on_epoch=on_epoch, on_batch=Interruption.check,
+                           splits=self.splits_for(config), test=False)
         except TrainingDiverged as error:
             trial.set_user_attr("error", str(error))
             raise TrialFailed(str(error)) from None
@@ -279,17 +280,46 @@ class Objective:
         return row["evaluations"]["validation"]["accuracy"]
 
 
-def _interrupt_once(signum, frame) -> None:
-    """The first SIGINT interrupts the trial; more (the terminal's and the parent's
-    forwarded one) must not interrupt the bookkeeping that marks it failed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+class Interruption:
+    """Ctrl-C taken at a safe point: the signal only asks, and the trial stops at its next
+    batch, never in the middle of a write to the storage (which would leave its session
+    unable to mark the trial failed). Worker processes ignore further SIGINTs (the
+    terminal's and the one their parent forwards); on its own, a second Ctrl-C stops at once."""
+
+    requested = False
+
+    @classmethod
+    def install(cls, worker_process: bool) -> None:
+        cls.requested = False
+
+        def handle(signum, frame) -> None:
+            if cls.requested and not worker_process:
+                raise KeyboardInterrupt
+            cls.requested = True
+            if worker_process:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        signal.signal(signal.SIGINT, handle)
+
+    @classmethod
+    def check(cls, *args) -> None:
+        if cls.requested:
+            raise KeyboardInterrupt
 
 
 def work(settings: Settings) -> None:
     """Run trials until the study's budget is used, the timeout passes, or Ctrl-C."""
-    if settings.parent:
-        signal.signal(signal.SIGINT, _interrupt_once)
+    previous = signal.getsignal(signal.SIGINT)
+    Interruption.install(worker_process=bool(settings.parent))
+    try:
+        _work(settings)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if Interruption.requested:
+        raise KeyboardInterrupt
+
+
+def _work(settings: Settings) -> None:
     optuna = require_optuna()
     limits = _blas_limits(settings.threads)
     storage = open_storage(settings.storage, settings.heartbeat)
@@ -299,7 +329,7 @@ def work(settings: Settings) -> None:
     def keep_going(study, trial=None) -> None:
         orphaned = settings.parent and os.getppid() != settings.parent
         late = deadline is not None and time.monotonic() >= deadline
-        if orphaned or late or counted(study) >= settings.trials:
+        if Interruption.requested or orphaned or late or counted(study) >= settings.trials:
             study.stop()
 
     with limits, tempfile.TemporaryDirectory(prefix="nnctl-trial-") as workdir:
