@@ -38,6 +38,11 @@ class MinMaxScaler:
             np.asarray(x.max(axis=axis), dtype=np.float64),
         )
 
+    @property
+    def per_pixel(self) -> bool:
+        """One lo and hi per pixel, rather than one for all."""
+        return self.data_min.ndim > 0
+
     def _scale_and_offset(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         span = self.data_max - self.data_min
         scale = 1.0 / np.where(span == 0, 1.0, span)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nnctl.errors import UsageError
-from nnctl.plot import pyplot, save_figure
+from nnctl.plot import check_format, pyplot, save_figure
 from nnctl.search import study as search
 
 
@@ -13,6 +13,9 @@ def plot_study(storage: str, name: str, out: Path) -> Path:
     """Validation accuracy per trial with the best so far, and the parameter importances
     (Optuna's PED-ANOVA) once two trials have completed, as one PNG."""
     plt = pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    check_format(Path(out), FigureCanvasAgg.get_supported_filetypes())
     optuna = search.require_optuna()
     try:
         study = optuna.load_study(study_name=name, storage=search.open_storage(storage, existing=True))

@@ -190,7 +190,7 @@ def _corners_valid(dimension: Dimension, base: dict, where: str, fail: Fail) -> 
 
     for value in dimension.corners():
         try:
-            validate(apply(base, [dimension], {dimension.key: value}), "\0")
+            validate(apply(base, [dimension], {dimension.key: value}), "\0", read_data=False)
         except ConfigError as error:
             problem = str(error).splitlines()[0].removeprefix("\0: ")
             fail(where, f"the value {value!r} makes an invalid config: {problem}")

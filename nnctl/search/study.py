@@ -19,8 +19,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import signal
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,9 +32,11 @@ from typing import Any
 from nnctl.errors import NnctlError, UsageError
 from nnctl.search.space import Dimension, apply
 
-INSTALL_HINT = "nnctl tune needs Optuna; install it with: pip install 'nnctl[tune]'"
+# sys.executable is the Python nnctl runs in: the hints install into its environment.
+INSTALL_HINT = ("nnctl tune needs Optuna; install it with: "
+                f"{shlex.quote(sys.executable)} -m pip install 'optuna>=4.0' 'threadpoolctl>=3.1'")
 DRIVER_HINT = ("the {scheme} storage needs its database driver; for PostgreSQL: "
-               "pip install 'nnctl[postgres]'")
+               f"{shlex.quote(sys.executable)} -m pip install 'psycopg[binary]>=3.1'")
 PRUNERS = ("median", "halving", "hyperband", "none")
 METADATA = "nnctl"  # the study's user attribute holding the config it searches
 
@@ -362,7 +366,6 @@ def _blas_limits(threads: int):
 
 def _worker_main(settings: Settings) -> None:
     """A worker process: errors become one line on stderr and an exit code."""
-    import sys
 
     try:
         work(settings)
