@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from nnctl import experiment
 from nnctl.cli.app import app
+from nnctl.config import load_config
 from nnctl.data.mnist import load_mnist
 from nnctl.weights import load
 
@@ -47,8 +49,12 @@ def test_a_conv_network_trains_resumes_bit_identically_evaluates_and_predicts(tm
     trained = run("train", config, "--out", whole, "--data-dir", mnist_cache)
     assert trained.exit_code == 0, trained.output
     assert "conv 0" in trained.output and "4 x 13 x 13" in trained.output
-    assert run("train", config, "--epochs", 1, "--out", part, "--data-dir", mnist_cache,
-               "--quiet").exit_code == 0
+
+    def interrupt(report):
+        raise KeyboardInterrupt  # Ctrl-C right after the first epoch is saved
+
+    with pytest.raises(experiment.TrainingInterrupted):
+        experiment.train(load_config(config), part, mnist_cache, on_epoch=interrupt)
     resumed = run("train", config, "--resume", part, "--data-dir", mnist_cache, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     a, b = load(whole), load(part)
@@ -81,10 +87,11 @@ def test_a_conv_network_trains_resumes_bit_identically_evaluates_and_predicts(tm
 def test_early_stopping_restores_the_best_epoch_with_its_batch_norm_statistics(tmp_path,
                                                                             mnist_cache):
     config = tmp_path / "c.yaml"
-    config.write_text(CONFIG.replace("learning_rate: 0.1", "learning_rate: 0.8")
+    config.write_text(CONFIG.replace("learning_rate: 0.1", "learning_rate: 0.3")
                       .replace("schedule: cosine", "schedule: constant") % (5, 1))
     out = tmp_path / "w.npz"
-    assert run("train", config, "--out", out, "--data-dir", mnist_cache, "--quiet").exit_code == 0
+    result = run("train", config, "--out", out, "--data-dir", mnist_cache, "--quiet")
+    assert result.exit_code == 0, result.output
     checkpoint = load(out)
     accuracies = [h["evaluations"]["validation"]["accuracy"] for h in checkpoint.history]
     best = int(np.argmax(accuracies))
