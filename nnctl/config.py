@@ -80,7 +80,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     input: int | list[int] = NUM_PIXELS  # values, or [channels, height, width]
-    layers: list = field(default_factory=list)  # LayerConfig and nnctl.layers.schema's
+    layers: list[LayerConfig] = field(default_factory=list)  # or nnctl.layers.schema's
     init: str = "auto"
 
 
