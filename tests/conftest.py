@@ -132,3 +132,48 @@ def route(request):
     blas.use_numpy_only(request.param == "numpy")
     yield request.param
     blas.use_numpy_only(False)
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """full_disk(kib) -> a directory whose file system holds only `kib` KiB: a tmpfs mounted
+    there when the test may mount one (root), else a patched os.fdopen whose files raise
+    ENOSPC past that size (the route nnctl's downloads and weights files write through)."""
+    import errno
+    import io
+    import os
+    import subprocess
+
+    mounted = []
+
+    def make(kib: int) -> Path:
+        directory = tmp_path / f"disk{len(mounted)}"
+        directory.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs",
+                               str(directory)], capture_output=True)
+        if done.returncode == 0:
+            mounted.append(directory)
+            return directory
+        real = os.fdopen
+
+        class Full(io.BufferedWriter):
+            written = 0
+
+            def write(self, data) -> int:
+                self.written += len(data)
+                if self.written > kib * 1024:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return super().write(data)
+
+        def fdopen(fd, mode="r", *args, **kwargs):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if "w" in mode and path.startswith(str(directory)):
+                return Full(real(fd, "wb", buffering=0))
+            return real(fd, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+        return directory
+
+    yield make
+    for directory in mounted:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)

@@ -25,6 +25,15 @@ class DownloadBars:
             TransferSpeedColumn(), TimeRemainingColumn(), console=console,
             disable=not console.is_terminal, transient=True)
         self.task = None
+        self.console = console
+
+    def note(self, message: str, retry: bool) -> None:
+        """Which mirror is tried, on a terminal; each retry and failover, on stderr always."""
+        if retry:
+            if not self.console.quiet:
+                Console(stderr=True, highlight=False).print(Text(message, style="yellow"))
+        elif self.console.is_terminal:
+            self.progress.console.print(Text(message, style="dim"))
 
     def start(self, label: str, total: int | None) -> None:
         self.progress.start()

@@ -35,6 +35,11 @@ class MnistFile:
     def archive(self) -> str:
         return self.name + ".gz"
 
+    @property
+    def nbytes(self) -> int:
+        """The IDX file's size: a 4-byte magic, 4 bytes per dimension, one byte per value."""
+        return 4 + 4 * len(self.shape) + int(np.prod(self.shape))
+
 
 FILES: dict[str, MnistFile] = {
     "train_images": MnistFile(
@@ -96,7 +101,8 @@ def cache_dir(data_dir: Path) -> Path:
 def _verified_bytes(spec: MnistFile, path: Path) -> bytes | None:
     """The file's bytes if they are the canonical content, else None."""
     try:
-        content = path.read_bytes()
+        with open(path, "rb") as handle:
+            content = handle.read(spec.nbytes + 1)  # a longer file is not the file
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -119,9 +125,14 @@ def ensure_file(
     if not download:
         raise DataError(f"{path}: not in the cache (run: nnctl data download)")
     if path.exists():
-        path.unlink()  # corrupt: never used, fetched again
+        try:
+            path.unlink()  # corrupt: never used, fetched again
+        except OSError as error:
+            raise DataError(f"{path}: corrupt, and cannot be replaced there ({error.strerror});"
+                            " choose a writable data directory with --data-dir or "
+                            "NNCTL_DATA_DIR") from None
     fetch(spec.archive, spec.sha256, path, mirror_sources() if sources is None else sources,
-          observer)
+          observer, size=spec.nbytes)
     content = _verified_bytes(spec, path)
     if content is None:
         raise DataError(f"{path}: changed on disk right after it was verified")
