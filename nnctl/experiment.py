@@ -24,20 +24,25 @@ from nnctl.data.mnist import NUM_CLASSES, load_mnist
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import NnctlError, UsageError
 from nnctl.losses import Loss, get_loss
+from nnctl.memory import check_memory
 from nnctl.metrics import ClassFigures, confusion_matrix, per_class
 from nnctl.network import Network
 from nnctl.optimizers import Adam, Optimizer, SGD
 from nnctl.schedules import learning_rate
+from nnctl.signals import describe as describe_stop, exit_code as stop_exit_code
 from nnctl.trainer import EpochReport, TrainingDiverged, evaluate, fit
 from nnctl.weights import Checkpoint, check_writable, save
 
 Labelled = tuple[np.ndarray, np.ndarray]
+MAX_WEIGHT = 1e15  # no trained network comes near: a weight this large means divergence
 
 
 class TrainingInterrupted(NnctlError):
-    """Ctrl-C during training; the last completed epoch is saved."""
+    """Ctrl-C (or SIGTERM, SIGHUP) during training; the last completed epoch is saved."""
 
-    exit_code = 130
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     `command` is how the user started this run, for the message that says how to resume."""
     out = Path(out)
     started = time.perf_counter()
+    if resume is None or _epochs_done(resume) < config.training.epochs:
+        _fail_early_if_unwritable(out)  # before the download, not after an epoch
+    check_memory(config)
     splits = prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)
@@ -145,6 +153,8 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     patience = config.training.early_stopping
     best: dict = {"accuracy": -1.0, "epoch": 0, "params": None}
 
+    saved = {"epoch": 0}  # what the file at `out` holds from this run, for the stop message
+
     def save_state(epochs_done: int | None) -> None:
         """A resumable checkpoint; with epochs_done None, weights and history only."""
         if epochs_done is None:
@@ -153,12 +163,15 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         state = {"epochs_done": epochs_done, "rng": rng.bit_generator.state,
                  "optimizer_steps": optimizer.steps}
         save(out, Checkpoint(network, splits.scaler, config, history, state, optimizer.state))
+        saved["epoch"] = epochs_done
 
     def checkpoint(report: EpochReport) -> bool:
         """Save after every epoch; with early stopping, say when to stop."""
-        if not all(np.isfinite(p.value).all() for p in network.params):
+        largest = max(float(np.abs(p.value).max()) for p in network.params)
+        if not np.isfinite(largest) or largest > MAX_WEIGHT:
+            what = "nan or infinite" if not np.isfinite(largest) else f"as large as {largest:.1e}"
             raise TrainingDiverged(
-                f"training diverged in epoch {report.epoch} (weights became nan or infinite) "
+                f"training diverged in epoch {report.epoch} (weights became {what}) "
                 f"at learning rate {optimizer.learning_rate:g}; try a smaller learning rate"
             )
         history.append(report.as_dict())
@@ -173,8 +186,6 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                         params=[p.value.copy() for p in network.params])
         return report.epoch - best["epoch"] >= patience
 
-    if first <= config.training.epochs:
-        _fail_early_if_unwritable(out)
     if on_start is not None:
         on_start(network)
     try:
@@ -184,11 +195,12 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
                 schedule=build_schedule(config), augment=build_augmentation(config),
                 transform=splits.scaler.transformer(network.dtype))
-    except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else 0
+    except KeyboardInterrupt as stop:
+        done = saved["epoch"]
         where = (f"the weights of epoch {done} are in {out}; continue with: {command} "
                  f"--resume {out}") if done else "no epoch was completed, nothing saved"
-        raise TrainingInterrupted(f"interrupted; {where}") from None
+        raise TrainingInterrupted(f"{describe_stop(stop)}; {where}",
+                                  stop_exit_code(stop)) from None
     restored = 0
     if best["params"] is not None and best["epoch"] != history[-1]["epoch"]:
         for p, value in zip(network.params, best["params"]):
@@ -197,6 +209,11 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         save_state(None)  # the best epoch's weights with the last epoch's state would not resume
     epoch, metric = best_epoch(history)
     return TrainingResult(history, epoch, metric, time.perf_counter() - started, out, restored)
+
+
+def _epochs_done(checkpoint: Checkpoint) -> int:
+    done = (checkpoint.train_state or {}).get("epochs_done", 0)
+    return done if isinstance(done, int) else 0
 
 
 def _fail_early_if_unwritable(out: Path) -> None:

@@ -1,0 +1,172 @@
+"""Signals sent to a real `nnctl train`, stops landing during a save, full disks and full
+devices, and a float64 run at an absurd learning rate: a message, the right exit code,
+no temporary file left, and the file says what it holds."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nnctl.cli.app import app
+from nnctl.weights import load
+
+runner = CliRunner()
+SLICE = """\
+data: {validation: 55000}
+model:
+  layers:
+    - {units: 32, activation: %s}
+    - {units: 10, activation: %s}
+loss: %s
+training:
+  epochs: %d
+  batch_size: 50
+  learning_rate: %s
+  dtype: %s
+  seed: 3
+"""
+
+
+def config(tmp_path, epochs=500, rate="0.1", hidden="relu", output="softmax",
+           loss="sparse_categorical_crossentropy", dtype="float32"):
+    path = tmp_path / "c.yaml"
+    path.write_text(SLICE % (hidden, output, loss, epochs, rate, dtype))
+    return path
+
+
+def start(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "nnctl", *map(str, args)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def wait_for_epochs(process, metrics, count):
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and metrics.read_text().count("\n") >= count):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+
+
+def hidden_files(directory):
+    return [p.name for p in directory.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, mnist_cache, signum):
+    out, metrics = tmp_path / "w.npz", tmp_path / "m.jsonl"
+    process = start("train", config(tmp_path), "--out", out, "--metrics", metrics,
+                    "--data-dir", mnist_cache)
+    wait_for_epochs(process, metrics, 1)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 128 + signum, stderr
+    name = signal.Signals(signum).name
+    done = load(out).train_state["epochs_done"]
+    assert stderr.startswith(f"error: stopped by {name}; the weights of epoch {done} are in {out}")
+    assert f"--resume {out}" in stderr and "Traceback" not in stderr
+    assert stderr.count("\n") == 1 and hidden_files(tmp_path) == []
+
+
+def test_repeated_ctrl_c_never_prints_a_traceback(tmp_path, mnist_cache):
+    out, metrics = tmp_path / "w.npz", tmp_path / "m.jsonl"
+    process = start("train", config(tmp_path), "--out", out, "--metrics", metrics,
+                    "--data-dir", mnist_cache)
+    wait_for_epochs(process, metrics, 1)
+    for _ in range(20):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.002)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.startswith("error: interrupted; the weights of epoch")
+    assert hidden_files(tmp_path) == []
+
+
+STOP_IN_SAVE = """
+import os, signal, sys
+import numpy as np
+real, calls = np.savez, []
+def savez(file, **arrays):
+    calls.append(1)
+    if len(calls) == 2:  # the save of epoch 2: half written, then the stop
+        file.write(b"x" * 100_000)
+        os.kill(os.getpid(), {signum})
+    real(file, **arrays)
+np.savez = savez
+from nnctl.cli.app import main
+sys.argv = ["nnctl", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_a_save_names_the_epoch_in_the_file(tmp_path, mnist_cache, signum):
+    out = tmp_path / "w.npz"
+    process = subprocess.run(
+        [sys.executable, "-c", STOP_IN_SAVE.format(signum=int(signum)), "train",
+         config(tmp_path), "--out", out, "--data-dir", mnist_cache, "-q"],
+        capture_output=True, text=True, timeout=120)
+    assert process.returncode == 128 + signum, process.stderr
+    assert f"the weights of epoch 1 are in {out}" in process.stderr
+    assert load(out).train_state["epochs_done"] == 1
+    assert hidden_files(tmp_path) == [] and "Traceback" not in process.stderr
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_file(tmp_path, mnist_cache, full_disk):
+    disk = full_disk(160)  # one 784-32-10 weights file (100 KB) fits, not a second beside it
+    out = disk / "w.npz"
+    result = runner.invoke(app, ["train", str(config(tmp_path, epochs=2)), "--out", str(out),
+                                 "--data-dir", str(mnist_cache), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert load(out).train_state["epochs_done"] == 1 and hidden_files(disk) == []
+
+
+def test_a_full_metrics_device_is_one_line(tmp_path, mnist_cache):
+    result = runner.invoke(app, ["train", str(config(tmp_path, epochs=2)), "--out",
+                                 str(tmp_path / "w.npz"), "--metrics", "/dev/full",
+                                 "--data-dir", str(mnist_cache), "-q"])
+    assert result.exit_code == 1
+    assert result.output == ("error: /dev/full: cannot write the metrics file (No space left "
+                             "on device); the weights of epoch 1 were saved\n")
+
+
+def test_a_full_disk_during_the_download_says_so_and_leaves_nothing(tmp_path, shared_mnist,
+                                                                    full_disk, monkeypatch):
+    disk = full_disk(1024)
+    monkeypatch.setenv("NNCTL_MNIST_MIRROR", str(shared_mnist))
+    result = runner.invoke(app, ["train", str(config(tmp_path, epochs=1)), "--data-dir",
+                                 str(disk), "--out", str(tmp_path / "w.npz")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {disk / 'mnist'}: the disk is full")
+    assert "cannot read" not in result.output and result.output.count("\n") == 1
+    assert os.listdir(disk / "mnist") == []
+
+
+def test_a_float64_run_at_lr_1e300_is_stopped_as_diverged(tmp_path, mnist_cache):
+    before = tmp_path / "w.npz"
+    path = config(tmp_path, epochs=3, rate="1e300", hidden="tanh", output="tanh", loss="mse",
+                  dtype="float64")
+    result = runner.invoke(app, ["train", str(path), "--out", str(before), "--data-dir",
+                                 str(mnist_cache), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "training diverged in epoch 1" in result.output and not before.exists()
+
+
+def test_a_loss_rising_by_orders_of_magnitude_is_divergence():
+    from nnctl.config import validate
+    from nnctl.experiment import build_network, build_optimizer
+    from nnctl.losses import get_loss
+    from nnctl.trainer import TrainingDiverged, fit
+
+    config = validate({"model": {"layers": [{"units": 10, "activation": "linear"}]},
+                       "loss": "mse", "training": {"dtype": "float64", "learning_rate": 0.02}})
+    rng = np.random.default_rng(0)
+    x, y = rng.random((200, 784)), rng.integers(0, 10, 200)
+    with pytest.raises(TrainingDiverged, match=r"loss rose from .* to"):
+        fit(build_network(config, rng), get_loss("mse"), build_optimizer(config), x, y,
+            epochs=1, batch_size=20, rng=rng)
