@@ -55,6 +55,7 @@ def hidden_files(directory):
     return [p.name for p in directory.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, mnist_cache, signum):
     out, metrics = tmp_path / "w.npz", tmp_path / "m.jsonl"
@@ -71,6 +72,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, mnist_cache, signum):
     assert stderr.count("\n") == 1 and hidden_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_repeated_ctrl_c_never_prints_a_traceback(tmp_path, mnist_cache):
     out, metrics = tmp_path / "w.npz", tmp_path / "m.jsonl"
     process = start("train", config(tmp_path), "--out", out, "--metrics", metrics,
@@ -103,6 +105,7 @@ main()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_during_a_save_names_the_epoch_in_the_file(tmp_path, mnist_cache, signum):
     out = tmp_path / "w.npz"
@@ -170,3 +173,39 @@ def test_a_loss_rising_by_orders_of_magnitude_is_divergence():
     with pytest.raises(TrainingDiverged, match=r"loss rose from .* to"):
         fit(build_network(config, rng), get_loss("mse"), build_optimizer(config), x, y,
             epochs=1, batch_size=20, rng=rng)
+
+
+@pytest.mark.slow
+def test_sigterm_on_a_terminal_shows_the_cursor_again(tmp_path, mnist_cache):
+    import pty
+
+    out, metrics = tmp_path / "w.npz", tmp_path / "m.jsonl"
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nnctl", "train", str(config(tmp_path)), "--out", str(out),
+         "--metrics", str(metrics), "--data-dir", str(mnist_cache)],
+        stdin=secondary, stdout=secondary, stderr=secondary, env={**os.environ, "TERM": "xterm"})
+    os.close(secondary)
+    chunks = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert time.monotonic() < deadline and process.poll() is None
+            chunks.append(os.read(primary, 65536))
+        process.send_signal(signal.SIGTERM)
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the other side closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(primary)
+        process.wait(timeout=30)
+    screen = b"".join(chunks)
+    assert process.returncode == 143
+    assert b"\x1b[?25l" in screen  # the progress bar hid the cursor ...
+    assert screen.rindex(b"\x1b[?25h") > screen.rindex(b"\x1b[?25l")  # ... and it is back
+    assert b"stopped by SIGTERM" in screen
