@@ -31,9 +31,10 @@ class DownloadBars:
         """Which mirror is tried, on a terminal; each retry and failover, on stderr always."""
         if retry:
             if not self.console.quiet:
-                Console(stderr=True, highlight=False).print(Text(message, style="yellow"))
+                Console(stderr=True, highlight=False).print(Text(message, style="yellow"),
+                                                            soft_wrap=True)
         elif self.console.is_terminal:
-            self.progress.console.print(Text(message, style="dim"))
+            self.progress.console.print(Text(message, style="dim"), soft_wrap=True)
 
     def start(self, label: str, total: int | None) -> None:
         self.progress.start()

@@ -38,6 +38,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 16
 STALE_SECONDS = 30.0  # a partial file untouched this long, of a process gone, is garbage
 log = logging.getLogger("nnctl.download")
+log.addHandler(logging.NullHandler())  # a library logs only where the application says
 
 
 class DownloadObserver(Protocol):
