@@ -197,8 +197,9 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 transform=splits.scaler.transformer(network.dtype))
     except KeyboardInterrupt as stop:
         done = saved["epoch"]
+        untouched = f"; {out} is as it was" if out.exists() else ", nothing saved"
         where = (f"the weights of epoch {done} are in {out}; continue with: {command} "
-                 f"--resume {out}") if done else "no epoch was completed, nothing saved"
+                 f"--resume {out}") if done else f"no epoch was completed{untouched}"
         raise TrainingInterrupted(f"{describe_stop(stop)}; {where}",
                                   stop_exit_code(stop)) from None
     restored = 0

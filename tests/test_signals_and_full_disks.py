@@ -14,34 +14,16 @@ from typer.testing import CliRunner
 
 from nnctl.cli.app import app
 from nnctl.weights import load
+from tests.test_training_faults import config as slice_config, run_nnctl as start
 
 runner = CliRunner()
-SLICE = """\
-data: {validation: 55000}
-model:
-  layers:
-    - {units: 32, activation: %s}
-    - {units: 10, activation: %s}
-loss: %s
-training:
-  epochs: %d
-  batch_size: 50
-  learning_rate: %s
-  dtype: %s
-  seed: 3
-"""
 
 
-def config(tmp_path, epochs=500, rate="0.1", hidden="relu", output="softmax",
-           loss="sparse_categorical_crossentropy", dtype="float32"):
-    path = tmp_path / "c.yaml"
-    path.write_text(SLICE % (hidden, output, loss, epochs, rate, dtype))
+def config(tmp_path, epochs=500, dtype="float32", **kwargs):
+    """The 5000-image slice config of the training-fault tests, in `dtype`."""
+    path = slice_config(tmp_path, epochs=epochs, **kwargs)
+    path.write_text(path.read_text() + f"  dtype: {dtype}\n")
     return path
-
-
-def start(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "nnctl", *map(str, args)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
 def wait_for_epochs(process, metrics, count):
@@ -94,7 +76,7 @@ import numpy as np
 real, calls = np.savez, []
 def savez(file, **arrays):
     calls.append(1)
-    if len(calls) == 2:  # the save of epoch 2: half written, then the stop
+    if len(calls) == {save}:  # this save: partly written, then the stop
         file.write(b"x" * 100_000)
         os.kill(os.getpid(), {signum})
     real(file, **arrays)
@@ -105,22 +87,36 @@ main()
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_stop_during_a_save_names_the_epoch_in_the_file(tmp_path, mnist_cache, signum):
-    out = tmp_path / "w.npz"
-    process = subprocess.run(
-        [sys.executable, "-c", STOP_IN_SAVE.format(signum=int(signum)), "train",
+def stop_in_save(tmp_path, mnist_cache, out, signum, save):
+    return subprocess.run(
+        [sys.executable, "-c", STOP_IN_SAVE.format(signum=int(signum), save=save), "train",
          config(tmp_path), "--out", out, "--data-dir", mnist_cache, "-q"],
         capture_output=True, text=True, timeout=120)
-    assert process.returncode == 128 + signum, process.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_save_names_the_epoch_in_the_file(tmp_path, mnist_cache):
+    out = tmp_path / "w.npz"
+    process = stop_in_save(tmp_path, mnist_cache, out, signal.SIGINT, save=2)
+    assert process.returncode == 130, process.stderr
     assert f"the weights of epoch 1 are in {out}" in process.stderr
     assert load(out).train_state["epochs_done"] == 1
     assert hidden_files(tmp_path) == [] and "Traceback" not in process.stderr
 
 
+@pytest.mark.slow
+def test_sigterm_during_the_first_save_over_an_older_file_leaves_it(tmp_path, mnist_cache):
+    out = tmp_path / "w.npz"
+    out.write_bytes(b"an older run's weights")
+    process = stop_in_save(tmp_path, mnist_cache, out, signal.SIGTERM, save=1)
+    assert process.returncode == 143, process.stderr
+    assert process.stderr == (f"error: stopped by SIGTERM; no epoch was completed; {out} is "
+                              "as it was\n")
+    assert out.read_bytes() == b"an older run's weights" and hidden_files(tmp_path) == []
+
+
 def test_a_full_disk_while_saving_keeps_the_previous_file(tmp_path, mnist_cache, full_disk):
-    disk = full_disk(160)  # one 784-32-10 weights file (100 KB) fits, not a second beside it
+    disk = full_disk(300)  # one 784-32-10 file with momentum (200 KB) fits, not a second
     out = disk / "w.npz"
     result = runner.invoke(app, ["train", str(config(tmp_path, epochs=2)), "--out", str(out),
                                  "--data-dir", str(mnist_cache), "-q"])
