@@ -191,6 +191,7 @@ def _check_headers(path: Path) -> dict[str, Member]:
             if member.stored_bytes > member.header_bytes + member.declared_bytes:
                 raise UsageError(f"{path}: {key} holds {member.stored_bytes:,} bytes, more than "
                                  f"its declared {member.shape} {member.dtype}; refused")
+            _check_member(path, key, member, None)  # text and version: before any read
             members[key] = member
     return members
 
@@ -200,7 +201,7 @@ def expected_shapes(config: Config) -> dict[str, list[tuple[int, ...]]]:
     parameter i: W0, b0, W1, ...)."""
     sizes = config.sizes
     shapes: dict[str, list[tuple[int, ...]]] = {
-        "format_version": [()], "scaler_min": [(), (sizes[0],)], "scaler_max": [(), (sizes[0],)]}
+        "scaler_min": [(), (sizes[0],)], "scaler_max": [(), (sizes[0],)]}
     for i in range(len(config.model.layers)):
         shapes[f"W{i}"], shapes[f"b{i}"] = [(sizes[i + 1], sizes[i])], [(sizes[i + 1],)]
     return shapes
@@ -211,8 +212,9 @@ def parameter_shapes(config: Config) -> list[tuple[int, ...]]:
     return [shape for a, b in zip(sizes, sizes[1:]) for shape in ((b, a), (b,))]
 
 
-def _check_member(path: Path, key: str, member: Member, config: Config) -> None:
-    """A member's declared shape against the config, before it is read."""
+def _check_member(path: Path, key: str, member: Member, config: Config | None) -> None:
+    """A member's declared shape, before it is read: text and the version by themselves,
+    the arrays against the config (skipped while `config` is None)."""
     if key in MAX_TEXT:
         if member.shape != () or member.dtype.kind != "U":
             raise UsageError(f"{path}: '{key}' should be text, found {member.dtype} "
@@ -220,7 +222,11 @@ def _check_member(path: Path, key: str, member: Member, config: Config) -> None:
         if member.dtype.itemsize // 4 > MAX_TEXT[key]:
             raise UsageError(f"{path}: '{key}' is longer than {MAX_TEXT[key]:,} characters")
         return
-    if key.startswith("opt_"):
+    if key == "format_version":
+        allowed = [()]
+    elif config is None:
+        return
+    elif key.startswith("opt_"):
         index = key.rpartition("_")[2]
         shapes = parameter_shapes(config)
         allowed = [shapes[int(index)]] if index.isdigit() and int(index) < len(shapes) else []
@@ -233,12 +239,6 @@ def _check_member(path: Path, key: str, member: Member, config: Config) -> None:
         raise UsageError(f"{path}: {key} declares shape {member.shape}, the config says {want}")
     if member.dtype.kind not in "fiu":
         raise UsageError(f"{path}: {key} has dtype {member.dtype}, expected numbers")
-
-
-def _check_config_member(path: Path, headers: dict[str, Member]) -> None:
-    member = headers.get("config")
-    if member is not None:
-        _check_member(path, "config", member, None)
 
 
 def _checkpoint(path: Path, archive, headers: dict[str, Member] | None = None,
@@ -255,8 +255,6 @@ def _checkpoint(path: Path, archive, headers: dict[str, Member] | None = None,
             f"{path}: format version {int(version)} is newer than this nnctl reads "
             f"({FORMAT_VERSION}); upgrade nnctl"
         )
-    if headers is not None:
-        _check_config_member(path, headers)
     raw_config = _json(archive, "config", path)
     try:
         config = config_from_dict(raw_config)
