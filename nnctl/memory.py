@@ -45,11 +45,13 @@ def training_estimate(config) -> Estimate:
     count = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
     o = t.optimizer
     slots = 2 if o.name == "adam" else (1 if o.momentum else 0)
-    copies = 2 + slots + (1 if t.early_stopping else 0)  # values, gradients, slots, best
+    keeps_best = t.early_stopping.active or t.save_best
+    copies = 2 + slots + (2 if keeps_best else 0)  # values, gradients, slots, best, last
     widths = sum(sizes[1:])
     rows = 2 * t.batch_size + EVAL_CHUNK + TEST_IMAGES % EVAL_CHUNK  # batches and chunks
     workspaces = 3 * widths * rows * itemsize + 2 * t.batch_size * NUM_PIXELS * itemsize
-    scaled = (TEST_IMAGES + config.data.validation) * NUM_PIXELS * itemsize
+    _, held = config.data.sizes(TRAIN_IMAGES)
+    scaled = (TEST_IMAGES + held) * NUM_PIXELS * itemsize
     data = (TRAIN_IMAGES + TEST_IMAGES) * NUM_PIXELS + scaled  # uint8 files, scaled splits
     return Estimate(count * itemsize * copies, workspaces, data)
 

@@ -85,6 +85,8 @@ def train(
     data_dir: DataDir = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its weights file.")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="Append one JSON line per epoch to this file.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each file: a quick smoke run (overrides data.limit).")] = None,
+    log_every: Annotated[int, typer.Option(help="Print the running loss and accuracy every N batches.", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Train a network on MNIST as CONFIG describes, and save its weights."""
@@ -94,11 +96,12 @@ def train(
     from nnctl.config import load_config
 
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
-                 "training.learning_rate": learning_rate, "training.seed": seed}
+                 "training.learning_rate": learning_rate, "training.seed": seed,
+                 "data.limit": limit}
     settings = load_config(config, {k: v for k, v in overrides.items() if v is not None})
     checkpoint = weights.load(resume, optimizer=True) if resume else None
     console = _console(quiet)
-    rows = render.EpochTable(console)
+    rows = render.EpochTable(console, settings.training.epochs)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
         def on_epoch(report) -> None:
             rows.add(report)
@@ -109,7 +112,8 @@ def train(
             on_start=lambda network: render.model_summary(console, network, settings),
             on_epoch=on_epoch,
             on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint,
-            command=f"nnctl train {config}")
+            command=f"nnctl train {config}", log_every=log_every,
+            on_log=lambda log: render.batch_log(console, log))
     render.training_summary(console, result)
 
 

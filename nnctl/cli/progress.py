@@ -28,13 +28,11 @@ class DownloadBars:
         self.console = console
 
     def note(self, message: str, retry: bool) -> None:
-        """Which mirror is tried, on a terminal; each retry and failover, on stderr always."""
-        if retry:
-            if not self.console.quiet:
-                Console(stderr=True, highlight=False).print(Text(message, style="yellow"),
-                                                            soft_wrap=True)
-        elif self.console.is_terminal:
-            self.progress.console.print(Text(message, style="dim"), soft_wrap=True)
+        """Which mirror is tried, each retry and failover: on stderr, so that logs have them
+        too (a download is rare: the first run, or a corrupt cache)."""
+        if not self.console.quiet:
+            Console(stderr=True, highlight=False).print(
+                Text(message, style="yellow" if retry else "dim"), soft_wrap=True)
 
     def start(self, label: str, total: int | None) -> None:
         self.progress.start()

@@ -8,8 +8,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-EPOCH_COLUMNS = [("epoch", 5), ("train loss", 10), ("train acc", 9), ("val acc", 8),
-                 ("test loss", 9), ("test acc", 8), ("seconds", 7)]
+# Training loss and accuracy are "loss" and "acc", as Keras prints them; the widths fit the
+# headers and their values, 77 columns in all, so that no header is cut on an 80-column
+# terminal or in a log.
+EPOCH_COLUMNS = [("epoch", 5), ("lr", 7), ("loss", 6), ("acc", 7), ("val loss", 8),
+                 ("val acc", 7), ("test loss", 9), ("test acc", 8), ("time", 6), ("ETA", 7)]
 
 
 def _percent(value: float) -> str:
@@ -38,33 +41,53 @@ def model_summary(console: Console, network, config) -> None:
 
 
 def _epoch_table(header: bool) -> Table:
-    table = Table(box=None, show_header=header, header_style="bold", pad_edge=False)
+    table = Table(box=None, show_header=header, header_style="bold", pad_edge=False,
+                  padding=(0, 0, 0, 1))
     for name, width in EPOCH_COLUMNS:
         table.add_column(name, justify="right", width=width, no_wrap=True)
     return table
 
 
 class EpochTable:
-    """A table printed a row at a time, as epochs finish; the header comes with the first."""
+    """A table printed a row at a time, as epochs finish; the header comes with the first.
+    The ETA is the mean time of this run's epochs so far times the epochs left."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, epochs: int = 0):
         self.console = console
+        self.epochs = epochs
         self.rows = 0
+        self.seconds = 0.0
 
     def add(self, report) -> None:
-        self.console.print(epoch_row(report, header=self.rows == 0))
         self.rows += 1
+        self.seconds += report.seconds
+        left = max(0, self.epochs - report.epoch) * self.seconds / self.rows
+        self.console.print(epoch_row(report, header=self.rows == 1, eta=left))
 
 
-def epoch_row(report, header: bool = False) -> Table:
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def epoch_row(report, header: bool = False, eta: float | None = None) -> Table:
     evaluations = report.evaluations
     val = evaluations.get("validation")
     test = evaluations.get("test")
     table = _epoch_table(header)
-    table.add_row(str(report.epoch), f"{report.train_loss:.4f}", _percent(report.train_accuracy),
+    table.add_row(str(report.epoch), f"{report.learning_rate:.3g}", f"{report.train_loss:.4f}",
+                  _percent(report.train_accuracy), f"{val.loss:.4f}" if val else "-",
                   _percent(val.accuracy) if val else "-", f"{test.loss:.4f}" if test else "-",
-                  _percent(test.accuracy) if test else "-", f"{report.seconds:.1f}")
+                  _percent(test.accuracy) if test else "-", f"{report.seconds:.1f}s",
+                  _duration(eta) if eta else "-")
     return table
+
+
+def batch_log(console: Console, log) -> None:
+    """One line of running figures, every --log-every batches."""
+    console.print(f"epoch {log.epoch} batch {log.batch}/{log.batches}: loss "
+                  f"{log.train_loss:.4f}, accuracy {_percent(log.train_accuracy)}")
 
 
 def training_summary(console: Console, result) -> None:
