@@ -57,12 +57,14 @@ def stop_on_signals(signals: tuple[int, ...] = HANDLED) -> Iterator[None]:
     def handler(signum: int, frame) -> None:
         # Ignored at the C level from now on: Python's own handlers are reset to the
         # default when the interpreter shuts down, which a late signal would die of.
-        for number in signals:
+        for number in previous:
             signal.signal(number, signal.SIG_IGN)
         received.append(signum)
         raise Stopped(signum)
 
-    previous = {number: signal.signal(number, handler) for number in signals}
+    # A signal ignored when nnctl started stays ignored: `nohup nnctl train` survives a hangup.
+    previous = {number: signal.signal(number, handler) for number in signals
+                if signal.getsignal(number) is not signal.SIG_IGN}
     try:
         yield
     finally:

@@ -205,3 +205,16 @@ def test_sigterm_on_a_terminal_shows_the_cursor_again(tmp_path, mnist_cache):
     assert b"\x1b[?25l" in screen  # the progress bar hid the cursor ...
     assert screen.rindex(b"\x1b[?25h") > screen.rindex(b"\x1b[?25l")  # ... and it is back
     assert b"stopped by SIGTERM" in screen
+
+
+def test_a_signal_ignored_at_start_stays_ignored_as_under_nohup():
+    from nnctl.signals import stop_on_signals
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert callable(signal.getsignal(signal.SIGTERM))
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
