@@ -138,7 +138,8 @@ def route(request):
 def full_disk(tmp_path, monkeypatch):
     """full_disk(kib) -> a directory whose file system holds only `kib` KiB: a tmpfs mounted
     there when the test may mount one (root), else a patched os.fdopen whose files raise
-    ENOSPC past that size (the route nnctl's downloads and weights files write through)."""
+    ENOSPC once the folder's files would pass that size (the route nnctl's downloads and
+    weights files write through)."""
     import errno
     import io
     import os
@@ -149,21 +150,26 @@ def full_disk(tmp_path, monkeypatch):
     def make(kib: int) -> Path:
         directory = tmp_path / f"disk{len(mounted)}"
         directory.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs",
-                               str(directory)], capture_output=True)
-        if done.returncode == 0:
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs",
+                                   str(directory)], capture_output=True)
+        except FileNotFoundError:
+            done = None
+        if done is not None and done.returncode == 0:
             mounted.append(directory)
             return directory
         real = os.fdopen
 
         class Full(io.BufferedWriter):
-            written = 0
+            """Writes through at once; refuses what would take the folder past `kib`."""
 
             def write(self, data) -> int:
-                self.written += len(data)
-                if self.written > kib * 1024:
+                used = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+                if used + len(data) > kib * 1024:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                return super().write(data)
+                written = super().write(data)
+                self.flush()
+                return written
 
         def fdopen(fd, mode="r", *args, **kwargs):
             path = os.readlink(f"/proc/self/fd/{fd}")
