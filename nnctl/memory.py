@@ -15,7 +15,6 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnctl.data.mnist import NUM_PIXELS
 from nnctl.errors import NnctlError
 
 TRAIN_IMAGES, TEST_IMAGES = 60000, 10000
@@ -49,10 +48,11 @@ def training_estimate(config) -> Estimate:
     copies = 2 + slots + (2 if keeps_best else 0)  # values, gradients, slots, best, last
     widths = sum(sizes[1:])
     rows = 2 * t.batch_size + EVAL_CHUNK + TEST_IMAGES % EVAL_CHUNK  # batches and chunks
-    workspaces = 3 * widths * rows * itemsize + 2 * t.batch_size * NUM_PIXELS * itemsize
+    pixels = sizes[0]
+    workspaces = 3 * widths * rows * itemsize + 2 * t.batch_size * pixels * itemsize
     _, held = config.data.sizes(TRAIN_IMAGES)
-    scaled = (TEST_IMAGES + held) * NUM_PIXELS * itemsize
-    data = (TRAIN_IMAGES + TEST_IMAGES) * NUM_PIXELS + scaled  # uint8 files, scaled splits
+    scaled = (TEST_IMAGES + held) * pixels * itemsize
+    data = (TRAIN_IMAGES + TEST_IMAGES) * pixels + scaled  # uint8 files, scaled splits
     return Estimate(count * itemsize * copies, workspaces, data)
 
 

@@ -231,14 +231,12 @@ def test_data_info_shows_file_names_not_truncated_paths(tmp_path):
     assert all(name in result.output for name in names), result.output
 
 
-def test_the_cli_tells_each_mirror_and_retry_on_stderr(tmp_path, shared_mnist, serve,
+def test_the_cli_tells_each_retry_on_stderr(tmp_path, shared_mnist, serve,
                                                        monkeypatch):
     mirror = serve(shared_mnist)
     mirror.faults["/t10k-labels-idx1-ubyte.gz"] = [503]
     monkeypatch.setenv("NNCTL_MNIST_MIRROR", mirror.url)
     result = CliRunner().invoke(app, ["data", "download", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert f"train-images-idx3-ubyte.gz: trying {mirror.url}train-images-idx3-ubyte.gz" in \
-        result.output
     assert (f"{mirror.url}t10k-labels-idx1-ubyte.gz: HTTP 503; retrying in 0.5 s (attempt 2 "
-            "of 3)") in result.output
+            "of 3)") in result.stderr

@@ -28,11 +28,12 @@ class DownloadBars:
         self.console = console
 
     def note(self, message: str, retry: bool) -> None:
-        """Which mirror is tried, each retry and failover: on stderr, so that logs have them
-        too (a download is rare: the first run, or a corrupt cache)."""
-        if not self.console.quiet:
-            Console(stderr=True, highlight=False).print(
-                Text(message, style="yellow" if retry else "dim"), soft_wrap=True)
+        """Which mirror is tried, on a terminal; each retry and failover, on stderr always,
+        so that logs have them too."""
+        if self.console.quiet or not (retry or self.console.is_terminal):
+            return
+        Console(stderr=True, highlight=False).print(
+            Text(message, style="yellow" if retry else "dim"), soft_wrap=True)
 
     def start(self, label: str, total: int | None) -> None:
         self.progress.start()

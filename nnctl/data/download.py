@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nnctl.errors import DownloadError
+from nnctl.filemode import set_mode_for
 
 MIRROR_ENV = "NNCTL_MNIST_MIRROR"
 DEFAULT_MIRRORS = (
@@ -119,6 +120,7 @@ class _VerifyingWriter:
                                         dir=dest.parent)
         except OSError as error:
             raise _write_error(dest, error) from None
+        set_mode_for(fd, dest)
         self.temp = Path(name)
         self.file = os.fdopen(fd, "wb")
         self.digest = hashlib.sha256()
@@ -180,7 +182,7 @@ class _VerifyingWriter:
         if self.digest.hexdigest() != self.expected:
             if self.inflater is None and self.head.lstrip().startswith(b"<"):
                 raise _SourceFailed("served an HTML page, not the file")
-            raise _SourceFailed("content does not match the MNIST SHA-256 digest")
+            raise _SourceFailed("content does not match the expected SHA-256 digest")
         try:
             os.replace(self.temp, self.dest)
         except OSError as error:
@@ -248,9 +250,12 @@ def fetch(
     sources: list[str],
     observer: DownloadObserver | None = None,
     policy: RetryPolicy = RetryPolicy(),
+    mirror_env: str = MIRROR_ENV,
+    title: str = "MNIST",
     size: int | None = None,
 ) -> None:
-    """Put the verified content of `filename` at `dest`, trying each source in order.
+    """Put the verified content of `filename` at `dest`, trying each source in order;
+    `mirror_env` and `title` name the dataset's mirror variable and files in the error.
 
     `size`, when known, is the exact size of the content: a source sending more is cut off."""
     observer = observer or _Silent()
@@ -279,27 +284,28 @@ def fetch(
             failures.append((location, str(failure)))
             if number + 1 < len(sources):
                 _note(observer, f"{location}: {failure}; trying the next mirror", retry=True)
-    raise DownloadError(_advice(filename, sources, failures))
+    raise DownloadError(_advice(filename, sources, failures, mirror_env, title))
 
 
-def _advice(filename: str, sources: list[str], failures: list[tuple[str, str]]) -> str:
-    """Why nothing worked, and what to do: blame $NNCTL_MNIST_MIRROR when it was the source."""
+def _advice(filename: str, sources: list[str], failures: list[tuple[str, str]],
+            mirror_env: str = MIRROR_ENV, title: str = "MNIST") -> str:
+    """Why nothing worked, and what to do: blame the mirror variable when it was the source."""
     tried = "; ".join(f"{where}: {why}" for where, why in failures)
-    configured = os.environ.get(MIRROR_ENV, "").strip()
+    configured = os.environ.get(mirror_env, "").strip()
     if configured and sources == [configured]:
         if not is_url(configured) and not Path(configured.removeprefix("file://")).is_dir():
             what = ("which is neither an http:// or https:// URL nor an existing directory"
                     if "://" not in configured or configured.startswith("file://")
                     else "which is not an http:// or https:// URL")
-            return (f"could not get {filename}: {MIRROR_ENV} is set to {configured!r}, {what}; "
+            return (f"could not get {filename}: {mirror_env} is set to {configured!r}, {what}; "
                     f"correct it, or unset it to use the public mirrors")
-        return (f"could not get {filename} from {MIRROR_ENV}={configured} ({tried}); correct "
-                f"{MIRROR_ENV} (a mirror URL, or a directory holding the four MNIST files, "
+        return (f"could not get {filename} from {mirror_env}={configured} ({tried}); correct "
+                f"{mirror_env} (a mirror URL, or a directory holding the four {title} files, "
                 f"gzipped or not), or unset it to use the public mirrors")
-    return (f"could not get {filename} from any mirror ({tried}). Offline? Set {MIRROR_ENV} "
-            "to a directory holding the four MNIST files (the .gz downloads or the "
+    return (f"could not get {filename} from any mirror ({tried}). Offline? Set {mirror_env} "
+            f"to a directory holding the four {title} files (the .gz downloads or the "
             "decompressed files) or to a mirror URL; or use --data-dir to point at a data "
-            "directory whose mnist/ folder already holds them")
+            "directory that already holds them")
 
 
 def _fetch_url(url: str, sha256: str, dest: Path, observer: DownloadObserver,
