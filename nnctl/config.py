@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +241,27 @@ class _Checker:
             self.fail(where, f"unknown value {value!r}{hint} (one of {', '.join(options)})")
         return default
 
+    def path(self, raw: dict, path: str, key: str, default: str | None) -> str | None:
+        """A file or directory path, with ~ and $VARS expanded as a shell would. Nothing
+        (null, ~, a blank) means the default only where the default is nothing."""
+        value = raw.get(key, default)
+        if value is None and default is None:
+            return None
+        where = _join(path, key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            self.fail(where, "is empty (YAML reads a bare ~ or a blank value as nothing); "
+                             "write a path, such as \"~/weights.npz\"")
+            return default
+        if not isinstance(value, str):
+            self.fail(where, f"expected a non-empty string, got {_kind(value)}")
+            return default
+        expanded = os.path.expanduser(os.path.expandvars(value))
+        unset = re.search(r"\$(\w+|\{\w+\})", expanded)
+        if unset:
+            self.fail(where, f"uses ${unset.group(1).strip('{}')}, which is not set")
+            return default
+        return expanded
+
     def text(self, raw: dict, path: str, key: str, default: str | None) -> str | None:
         value = raw.get(key, default)
         if value is None or (isinstance(value, str) and value.strip()):
@@ -321,7 +344,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale"))
     data = DataConfig(
         dataset=c.choice(d, "data", "dataset", "mnist", (*DATASETS, USER_DATASET)),
-        dir=c.text(d, "data", "dir", None),
+        dir=c.path(d, "data", "dir", None),
         validation=_validation(c, d),
         scaling=c.choice(d, "data", "scaling", "global", SCALING_MODES),
         augment=AugmentConfig(
@@ -369,7 +392,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
         seed=c.integer(t, "training", "seed", 0, 0, 2**63 - 1),
         dtype=c.choice(t, "training", "dtype", "float32", ("float32", "float64")),
     )
-    output = c.text(top, "", "output", "weights.npz")
+    output = c.path(top, "", "output", "weights.npz")
 
     config = Config(model, data, loss, training, output)
     _cross_checks(c, config, dataset)

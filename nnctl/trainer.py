@@ -25,7 +25,19 @@ from nnctl.optimizers import Optimizer
 
 
 class TrainingDiverged(NnctlError):
-    """The loss became nan or infinite: the learning rate is too large for this network."""
+    """The loss became nan, infinite or orders of magnitude larger than at the start: the
+    learning rate is too large for this network."""
+
+
+EXPLOSION = 1e3  # a batch loss this many times the first (or 1, if larger) is divergence
+
+
+def exploded(value: float, reference: float | None) -> bool:
+    """Whether a batch loss says training diverged: not finite, or far above where this
+    run started (a float64 run can stay finite with absurd weights)."""
+    if not math.isfinite(value):
+        return True
+    return reference is not None and value > EXPLOSION * max(reference, 1.0)
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
     reports = []
     dropout_rng = rng if any(network.dropout) else None
     predicted = np.empty(n, np.intp)
+    reference = None  # the first batch's loss
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
         if schedule is not None:
@@ -140,11 +153,15 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
             inputs = xb if augment is None else augment(xb, rng)
             value, output = network.backprop(inputs, yb, loss, rng=dropout_rng, grad_scale=scale,
                                              factored=True)
-            if not math.isfinite(value):
+            if exploded(value, reference):
+                what = f"is {value}" if not math.isfinite(value) else (
+                    f"rose from {reference:.3g} to {value:.3g}")
                 raise TrainingDiverged(
-                    f"training diverged in epoch {epoch} (loss is {value}) at learning rate "
+                    f"training diverged in epoch {epoch} (loss {what}) at learning rate "
                     f"{optimizer.learning_rate:g}; try a smaller learning rate"
                 )
+            if reference is None:
+                reference = value
             optimizer.step(network.params, scale)
             loss_sum += value * rows
             np.argmax(output, axis=1, out=predicted[start:start + rows])

@@ -33,19 +33,27 @@ DataDir = Annotated[Optional[Path], typer.Option(
 
 
 def guarded(command: Callable) -> Callable:
-    """Turn NnctlError into one line on stderr and its exit code, and Ctrl-C into 130."""
+    """Turn NnctlError into one line on stderr and its exit code, Ctrl-C, SIGTERM and SIGHUP
+    into a message and 128 + the signal, and running out of memory into one line."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        from nnctl import signals
+
         try:
-            return command(*args, **kwargs)
+            with signals.stop_on_signals():
+                return command(*args, **kwargs)
         except NnctlError as error:
             for line in str(error).splitlines():
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as stop:
+            typer.echo(signals.describe(stop), err=True)
+            raise typer.Exit(signals.exit_code(stop)) from None
+        except MemoryError as error:
+            typer.echo(f"error: out of memory{f' ({error})' if str(error) else ''}; try a "
+                       "smaller network or batch size, or free some memory", err=True)
+            raise typer.Exit(1) from None
 
     return run
 
@@ -99,7 +107,7 @@ def train(
                  "data.limit": limit}
     given = {key: value for key, value in overrides.items() if value is not None}
     settings = load_config(config, given, OVERRIDE_OPTIONS)
-    checkpoint = weights.load(resume) if resume else None
+    checkpoint = weights.load(resume, optimizer=True) if resume else None
     first = 1
     if checkpoint is not None:
         first = experiment.check_resumable(checkpoint, settings, str(resume),
@@ -181,11 +189,18 @@ def _metrics_log(path: Optional[Path]):
         sink = open(path, "a", encoding="utf-8")
     except OSError as error:
         raise UsageError(f"{path}: cannot write the metrics file ({error.strerror})") from None
-    with sink:
-        def write(report) -> None:
+    def write(report) -> None:
+        try:
             sink.write(json.dumps({"run": run, **report.as_dict()}) + "\n")
             sink.flush()
+        except OSError as error:
+            raise NnctlError(f"{path}: cannot write the metrics file ({error.strerror}); the "
+                             f"weights of epoch {report.epoch} were saved") from None
+    try:
         yield write
+    finally:
+        with contextlib.suppress(OSError):
+            sink.close()
 
 
 @app.command()

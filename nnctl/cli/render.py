@@ -240,14 +240,15 @@ def gradient_checks(console: Console, checks, threshold: float) -> None:
 
 
 def cache_info(console: Console, files, data_dir, title: str = "MNIST") -> None:
-    table = Table(title=f"{title} cache in {data_dir}", box=box.SIMPLE_HEAD, title_justify="left")
+    console.print(f"{title} cache in {data_dir}", soft_wrap=True)  # a long path, unbroken
+    table = Table(box=box.SIMPLE_HEAD)
     for name in ("file", "size", "verified", "samples", "count per class 0-9"):
-        table.add_column(name)
+        table.add_column(name, no_wrap=name == "file")
     for entry in files:
         size = f"{entry.size:,} B" if entry.size is not None else "missing"
         verified = Text("yes", style="green") if entry.verified else Text(
             "no" if entry.size is not None else "-", style="red")
         samples = f"{entry.samples:,}" if entry.samples is not None else ""
         classes = " ".join(map(str, entry.class_counts)) if entry.class_counts else ""
-        table.add_row(str(entry.path), size, verified, samples, classes)
+        table.add_row(entry.path.name, size, verified, samples, classes)
     console.print(table)
