@@ -151,6 +151,9 @@ def test_swapped_arguments_are_recognised(tmp_path):
         (("evaluate", config), f"{config}: is a YAML config, not a weights file; train it "
                                f"first: nnctl train {config}"),
         (("predict", image, "--weights", image), f"{image}: is an image, not a weights file"),
+        (("train", config, "--resume", config), f"{config}: is a YAML config, not a weights "
+                                                f"file; train it first: nnctl train {config}, "
+                                                "then nnctl train CONFIG --resume WEIGHTS"),
     ]
     for args, message in cases:
         result = run(*args)
