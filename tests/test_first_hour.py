@@ -400,3 +400,22 @@ def test_written_files_take_the_umask_and_a_replaced_file_keeps_its_mode(tmp_pat
     dest = tmp_path / "cache" / spec.name
     fetch(spec.archive, hashlib.sha256(content).hexdigest(), dest, [str(source)])
     assert mode(dest) == 0o644
+
+
+@pytest.mark.slow
+def test_training_with_bracketed_paths_prints_them_and_writes_0644(tmp_path, mnist_cache, umask):
+    data = tmp_path / "dd[x]"
+    data.symlink_to(mnist_cache, target_is_directory=True)
+    config = config_file(tmp_path / "c[1].yaml", f"""\
+        data: {{validation: 55000}}
+        model: {{layers: {json.dumps(LAYERS)}}}
+        training: {{epochs: 1, batch_size: 100}}
+        """)
+    out = tmp_path / "w[best].npz"
+    result = run("train", config, "--out", out, "--data-dir", data, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # cached: no download notice
+    assert ", 1 epoch, " in result.stdout and f"weights saved to {out}" in result.stdout
+    assert "best epoch 1 (validation accuracy" in result.stdout
+    assert all(line == line.rstrip() for line in result.stdout.splitlines())
+    assert mode(out) == 0o644
