@@ -26,6 +26,8 @@ TRAIN_SAMPLES = 60000
 MAX_UNITS = 65536
 MAX_PARAMETERS = 100_000_000
 ACTIVATION_PARAMS = {"leaky_relu": "slope", "elu": "alpha"}
+DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adam": 0.001}  # Adam's as in Keras and PyTorch
+MONITORS = ("validation_accuracy", "validation_loss")
 
 
 @dataclass
@@ -55,9 +57,18 @@ class AugmentConfig:
 class DataConfig:
     dataset: str = "mnist"
     dir: str | None = None
-    validation: int = 0
+    validation: int | float = 0  # a count of images, or a fraction in (0, 1)
     scaling: str = "global"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    limit: int = 0  # use only the first `limit` images of each file (0: all)
+
+    def sizes(self, train_available: int) -> tuple[int, int]:
+        """(training, validation) image counts drawn from `train_available` training images."""
+        available = min(self.limit, train_available) if self.limit else train_available
+        held = self.validation
+        if isinstance(held, float):
+            held = round(held * available)
+        return available - held, held
 
 
 @dataclass
@@ -85,16 +96,31 @@ class ScheduleConfig:
     step_size: int = 10
     gamma: float = 0.1
     min_learning_rate: float = 0.0
+    patience: int = 2  # plateau: epochs without improvement before the rate is cut
+    monitor: str = "validation_loss"  # plateau: the metric watched
+    min_delta: float = 0.0  # plateau: the least change that counts as an improvement
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int = 0  # epochs without improvement before stopping; 0: off
+    monitor: str = "validation_accuracy"
+    min_delta: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.patience > 0
 
 
 @dataclass
 class TrainingConfig:
     epochs: int = 10
     batch_size: int = 64
-    learning_rate: float = 0.1
+    learning_rate: float = 0.1  # when the config sets none: the optimizer's own default
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    early_stopping: int = 0  # patience in epochs without a better validation accuracy; 0: off
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    save_best: bool = False  # the file's weights are the best epoch's; the last epoch's resume
     seed: int = 0
     dtype: str = "float32"
 
@@ -285,18 +311,19 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
         raise ConfigError(c.report())
 
     d = c.section(top.get("data"), "data",
-                  ("dataset", "dir", "validation", "scaling", "augment"))
+                  ("dataset", "dir", "validation", "scaling", "augment", "limit"))
     g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale"))
     data = DataConfig(
         dataset=c.choice(d, "data", "dataset", "mnist", ("mnist",)),
         dir=c.text(d, "data", "dir", None),
-        validation=c.integer(d, "data", "validation", 0, 0, TRAIN_SAMPLES - 1),
+        validation=_validation(c, d),
         scaling=c.choice(d, "data", "scaling", "global", SCALING_MODES),
         augment=AugmentConfig(
             shift=c.number(g, "data.augment", "shift", 0.0, 0.0, 8.0),
             rotate=c.number(g, "data.augment", "rotate", 0.0, 0.0, 90.0),
             scale=c.number(g, "data.augment", "scale", 0.0, 0.0, 0.5),
         ),
+        limit=c.integer(d, "data", "limit", 0, 0, TRAIN_SAMPLES),
     )
 
     m = c.section(top.get("model"), "model", ("input", "layers", "init"))
@@ -312,14 +339,18 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
 
     t = c.section(top.get("training"), "training",
                   ("epochs", "batch_size", "learning_rate", "optimizer", "schedule",
-                   "early_stopping", "seed", "dtype"))
+                   "early_stopping", "save_best", "seed", "dtype"))
+    optimizer = _optimizer(c, t.get("optimizer", "sgd"))
     training = TrainingConfig(
         epochs=c.integer(t, "training", "epochs", 10, 1, 100_000),
         batch_size=c.integer(t, "training", "batch_size", 64, 1, TRAIN_SAMPLES),
-        learning_rate=c.number(t, "training", "learning_rate", 0.1, 0.0, low_open=True),
-        optimizer=_optimizer(c, t.get("optimizer", "sgd")),
+        learning_rate=c.number(t, "training", "learning_rate",
+                               DEFAULT_LEARNING_RATES.get(optimizer.name, 0.1), 0.0,
+                               low_open=True),
+        optimizer=optimizer,
         schedule=_schedule(c, t.get("schedule", "constant")),
-        early_stopping=c.integer(t, "training", "early_stopping", 0, 0, 100_000),
+        early_stopping=_early_stopping(c, t.get("early_stopping", 0)),
+        save_best=c.flag(t, "training", "save_best", False),
         seed=c.integer(t, "training", "seed", 0, 0, 2**63 - 1),
         dtype=c.choice(t, "training", "dtype", "float32", ("float32", "float64")),
     )
@@ -372,7 +403,31 @@ def _schedule(c: _Checker, raw: Any) -> ScheduleConfig:
         step_size=c.integer(s, path, "step_size", 10, 1, 100_000),
         gamma=c.number(s, path, "gamma", 0.1, 0.0, 1.0, low_open=True),
         min_learning_rate=c.number(s, path, "min_learning_rate", 0.0, 0.0),
+        patience=c.integer(s, path, "patience", 2, 1, 100_000),
+        monitor=c.choice(s, path, "monitor", "validation_loss", MONITORS),
+        min_delta=c.number(s, path, "min_delta", 0.0, 0.0),
     )
+
+
+def _early_stopping(c: _Checker, raw: Any) -> EarlyStoppingConfig:
+    """A patience (the short form) or a mapping with patience, monitor and min_delta."""
+    path = "training.early_stopping"
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"patience": raw}
+    e = c.section(raw, path, tuple(EarlyStoppingConfig.__dataclass_fields__))
+    return EarlyStoppingConfig(
+        patience=c.integer(e, path, "patience", 0, 0, 100_000),
+        monitor=c.choice(e, path, "monitor", "validation_accuracy", MONITORS),
+        min_delta=c.number(e, path, "min_delta", 0.0, 0.0),
+    )
+
+
+def _validation(c: _Checker, d: dict) -> int | float:
+    """A count of held-out images (a whole number) or a fraction of them (0 < f < 1)."""
+    value = d.get("validation", 0)
+    if isinstance(value, float):
+        return c.number(d, "data", "validation", 0, 0.0, 1.0, low_open=True, high_open=True)
+    return c.integer(d, "data", "validation", 0, 0, TRAIN_SAMPLES - 1)
 
 
 def _optimizer(c: _Checker, raw: Any) -> OptimizerConfig:
@@ -411,8 +466,16 @@ def _cross_checks(c: _Checker, config: Config) -> None:
                f"{layers[-1].units}")
     if layers[-1].dropout:
         c.fail(f"model.layers[{last}].dropout", "dropout belongs to hidden layers")
-    if config.training.early_stopping and not config.data.validation:
-        c.fail("training.early_stopping", "needs a validation split (data.validation > 0)")
+    train_count, held = config.data.sizes(TRAIN_SAMPLES)
+    needs_validation = {"training.early_stopping": config.training.early_stopping.active,
+                        "training.save_best": config.training.save_best,
+                        "training.schedule": config.training.schedule.name == "plateau"}
+    for key, needed in needs_validation.items():
+        if needed and not held:
+            c.fail(key, "needs a validation split (data.validation above 0)")
+    if config.data.limit and held >= config.data.limit:
+        c.fail("data.validation", f"holds out {held} of the {config.data.limit} images "
+                                  "data.limit leaves, none would be left to train on")
     for index, layer in enumerate(layers[:-1]):
         if layer.activation in OUTPUT_ONLY:
             c.fail(f"model.layers[{index}].activation",
@@ -428,8 +491,8 @@ def _cross_checks(c: _Checker, config: Config) -> None:
     if parameters > MAX_PARAMETERS:
         c.fail("model.layers", f"{parameters:,} parameters is more than the {MAX_PARAMETERS:,} "
                                "nnctl allows")
-    available = TRAIN_SAMPLES - config.data.validation
-    if config.training.batch_size > available:
+    available = train_count
+    if available > 0 and config.training.batch_size > available:
         c.fail("training.batch_size", f"{config.training.batch_size} is larger than the "
                                       f"{available} training samples left after validation")
 

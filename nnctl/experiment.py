@@ -7,8 +7,10 @@ with a checkpoint after every epoch, and report.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,20 +21,22 @@ import numpy as np
 
 from nnctl.activations import get_activation
 from nnctl.augment import augment
-from nnctl.config import Config
+from nnctl.config import TRAIN_SAMPLES, Config
 from nnctl.data.download import DownloadObserver
 from nnctl.data.mnist import NUM_CLASSES, load_mnist
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import NnctlError, UsageError
 from nnctl.losses import Loss, get_loss
 from nnctl.metrics import ClassFigures, averages, confusion_matrix, per_class
+from nnctl.monitor import best_of, improves, score
 from nnctl.network import Network
 from nnctl.optimizers import Adam, Optimizer, SGD
 from nnctl.schedules import learning_rate
-from nnctl.trainer import EpochReport, TrainingDiverged, evaluate, fit
+from nnctl.trainer import BatchLog, EpochReport, TrainingDiverged, evaluate, fit
 from nnctl.weights import Checkpoint, check_writable, save
 
 Labelled = tuple[np.ndarray, np.ndarray]
+LAST_WEIGHTS_SLOT = "last"  # save-best files: the last epoch's parameters, to resume from
 
 
 class TrainingInterrupted(NnctlError):
@@ -52,19 +56,22 @@ class Splits:
 def prepare_data(config: Config, data_dir: str | Path | None = None,
                  observer: DownloadObserver | None = None) -> Splits:
     """MNIST with the last `validation` training images held out and the scaler fitted on
-    the remaining training images only. Validation and test are scaled to [0, 1] in the
-    config's dtype; the training images stay uint8 (see `train`)."""
+    the remaining training images only. Validation and test are scaled in the config's
+    dtype; the training images stay uint8 (see `train`). With `data.limit`, only the first
+    `limit` images of each file are used (a quick run on a subset)."""
     mnist = load_mnist(data_dir or config.data.dir, observer=observer)
-    keep = len(mnist.train_images) - config.data.validation
+    keep, held = config.data.sizes(len(mnist.train_images))
+    limit = config.data.limit or None
     train_x, train_y = mnist.train_images[:keep], mnist.train_labels[:keep]
     scaler = MinMaxScaler.fit(train_x, config.data.scaling)
     dtype = np.dtype(config.training.dtype)
     validation = None
-    if config.data.validation:
-        validation = (scaler.transform(mnist.train_images[keep:], dtype),
-                      mnist.train_labels[keep:])
-    return Splits((train_x, train_y), validation,
-                  (scaler.transform(mnist.test_images, dtype), mnist.test_labels), scaler)
+    if held:
+        validation = (scaler.transform(mnist.train_images[keep:keep + held], dtype),
+                      mnist.train_labels[keep:keep + held])
+    test_x, test_y = mnist.test_images[:limit], mnist.test_labels[:limit]
+    return Splits((train_x, train_y), validation, (scaler.transform(test_x, dtype), test_y),
+                  scaler)
 
 
 def build_network(config: Config, rng: np.random.Generator) -> Network:
@@ -75,11 +82,21 @@ def build_network(config: Config, rng: np.random.Generator) -> Network:
                           [layer.dropout for layer in config.model.layers])
 
 
-def build_schedule(config: Config) -> Callable[[int], float]:
+def build_schedule(config: Config, history: list[dict] | None = None
+                   ) -> Callable[[int], float]:
+    """The rate by epoch; the plateau schedule reads the watched metric off `history`, the
+    list the run appends each epoch's report to."""
     t, s = config.training, config.training.schedule
-    return functools.partial(learning_rate, s.name, t.learning_rate, epochs=t.epochs,
-                             warmup=s.warmup, step_size=s.step_size, gamma=s.gamma,
-                             minimum=s.min_learning_rate)
+    history = history if history is not None else []
+
+    def rate(epoch: int) -> float:
+        scores = ([score(entry, s.monitor) for entry in history if entry["epoch"] < epoch]
+                  if s.name == "plateau" else ())
+        return learning_rate(s.name, t.learning_rate, epoch, t.epochs, warmup=s.warmup,
+                             step_size=s.step_size, gamma=s.gamma, minimum=s.min_learning_rate,
+                             scores=scores, patience=s.patience, min_delta=s.min_delta)
+
+    return rate
 
 
 def build_augmentation(config: Config):
@@ -143,8 +160,10 @@ def check_resumable(resume: Checkpoint, config: Config, source: str = "the weigh
     set a key, for the message."""
     state = resume.train_state
     if not state:
-        if resume.history and resume.config.training.early_stopping:
-            last, best = resume.history[-1]["epoch"], best_epoch(resume.history)[0]
+        stopping = resume.config.training.early_stopping
+        if resume.history and stopping.active:
+            last = resume.history[-1]["epoch"]
+            best = best_of(resume.history, stopping.monitor, stopping.min_delta)[0]
             raise UsageError(
                 f"{source}: cannot resume: early stopping ended this run after epoch {last} "
                 f"and the file holds the weights of its best epoch, {best}, without the "
@@ -182,7 +201,8 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
           observer: DownloadObserver | None = None,
           resume: Checkpoint | None = None,
           on_start: Callable[[Network], None] | None = None,
-          command: str | None = None) -> TrainingResult:
+          command: str | None = None, log_every: int = 0,
+          on_log: Callable[[BatchLog], None] | None = None) -> TrainingResult:
     """Train as the config says, saving a resumable checkpoint at `out` after every epoch.
 
     `on_start(network)` is called once the data is ready and the network built or restored;
@@ -198,24 +218,36 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     optimizer = build_optimizer(config)
     history: list[dict] = []
     first = 1
+    stopping, save_best = config.training.early_stopping, config.training.save_best
+    monitor = stopping.monitor
+    best: dict = {"score": -math.inf, "epoch": 0, "params": None}
     if resume is not None:
-        network, history, first = _restore(resume, config, splits, rng, optimizer)
+        network, history, first, saved = _restore(resume, config, splits, rng, optimizer)
+        if save_best or stopping.active:
+            best["epoch"], best["score"] = best_of(history, monitor, stopping.min_delta)
+            if save_best:  # the file's weights are the best epoch's
+                best["params"] = saved
     loss = get_loss(config.loss)
     eval_sets = {"test": splits.test}
     if splits.validation is not None:
         eval_sets = {"validation": splits.validation, **eval_sets}
 
-    patience = config.training.early_stopping
-    best: dict = {"accuracy": -1.0, "epoch": 0, "params": None}
-
     def save_state(epochs_done: int | None) -> None:
-        """A resumable checkpoint; with epochs_done None, weights and history only."""
+        """A resumable checkpoint; with epochs_done None, weights and history only. With
+        save_best the file's weights are the best epoch's, and the last epoch's parameters,
+        which a resumed run continues from, travel as the resume state's slot 'last'."""
         if epochs_done is None:
             save(out, Checkpoint(network, splits.scaler, config, history))
             return
         state = {"epochs_done": epochs_done, "rng": rng.bit_generator.state,
                  "optimizer_steps": optimizer.steps}
-        save(out, Checkpoint(network, splits.scaler, config, history, state, optimizer.state))
+        slots = dict(optimizer.state)
+        if not (save_best and best["params"] is not None and best["epoch"] != epochs_done):
+            save(out, Checkpoint(network, splits.scaler, config, history, state, slots))
+            return
+        slots[LAST_WEIGHTS_SLOT] = [p.value.copy() for p in network.params]
+        with _values_swapped(network, best["params"]):
+            save(out, Checkpoint(network, splits.scaler, config, history, state, slots))
 
     def checkpoint(report: EpochReport) -> bool:
         """Save after every epoch; with early stopping, say when to stop."""
@@ -225,16 +257,15 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 f"at learning rate {optimizer.learning_rate:g}; try a smaller learning rate"
             )
         history.append(report.as_dict())
+        if save_best or stopping.active:
+            value = score(history[-1], monitor)
+            if improves(value, best["score"], stopping.min_delta):
+                best.update(score=value, epoch=report.epoch,
+                            params=[p.value.copy() for p in network.params])
         save_state(report.epoch)
         if on_epoch is not None:
             on_epoch(report)
-        if not patience:
-            return False
-        accuracy = report.evaluations["validation"].accuracy
-        if accuracy > best["accuracy"]:
-            best.update(accuracy=accuracy, epoch=report.epoch,
-                        params=[p.value.copy() for p in network.params])
-        return report.epoch - best["epoch"] >= patience
+        return stopping.active and report.epoch - best["epoch"] >= stopping.patience
 
     if on_start is not None:
         on_start(network)
@@ -243,8 +274,9 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
             fit(network, loss, optimizer, *splits.train, epochs=config.training.epochs,
                 batch_size=config.training.batch_size, rng=rng, eval_sets=eval_sets,
                 on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
-                schedule=build_schedule(config), augment=build_augmentation(config),
-                transform=splits.scaler.transformer(network.dtype))
+                schedule=build_schedule(config, history), augment=build_augmentation(config),
+                transform=splits.scaler.transformer(network.dtype),
+                log_every=log_every, on_log=on_log)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         again = command or f"nnctl train CONFIG --resume {out}"
@@ -252,13 +284,28 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                  if done else "no epoch was completed, nothing saved")
         raise TrainingInterrupted(f"interrupted; {where}") from None
     restored = 0
-    if best["params"] is not None and best["epoch"] != history[-1]["epoch"]:
+    if stopping.active and best["params"] is not None and best["epoch"] != history[-1]["epoch"]:
         for p, value in zip(network.params, best["params"]):
             p.value[...] = value
         restored = best["epoch"]
-        save_state(None)  # the best epoch's weights with the last epoch's state would not resume
+        save_state(None)  # an early-stopped run is over: its file holds the best weights only
+    elif save_best and best["params"] is not None and history:
+        restored = best["epoch"] if best["epoch"] != history[-1]["epoch"] else 0
     epoch, metric = best_epoch(history)
     return TrainingResult(history, epoch, metric, time.perf_counter() - started, out, restored)
+
+
+@contextlib.contextmanager
+def _values_swapped(network: Network, values: list[np.ndarray]):
+    """The network holds `values` inside the block, its own parameters again after it."""
+    own = [p.value.copy() for p in network.params]
+    for p, value in zip(network.params, values):
+        p.value[...] = value
+    try:
+        yield network
+    finally:
+        for p, value in zip(network.params, own):
+            p.value[...] = value
 
 
 def _fail_early_if_unwritable(out: Path) -> None:
@@ -272,8 +319,9 @@ def _fail_early_if_unwritable(out: Path) -> None:
 
 
 def _restore(resume: Checkpoint, config: Config, splits: Splits, rng: np.random.Generator,
-             optimizer: Optimizer) -> tuple[Network, list[dict], int]:
-    """Continue where the checkpoint stopped: weights, optimizer state, shuffling, history."""
+             optimizer: Optimizer) -> tuple[Network, list[dict], int, list[np.ndarray]]:
+    """Continue where the checkpoint stopped: weights, optimizer state, shuffling, history.
+    Also returns the weights the file holds (a save-best file's best epoch)."""
     state = resume.train_state
     try:
         rng.bit_generator.state = state["rng"]
@@ -285,8 +333,15 @@ def _restore(resume: Checkpoint, config: Config, splits: Splits, rng: np.random.
     for slot, values in resume.optimizer_state.items():
         if [v.shape for v in values] != shapes:
             raise UsageError(f"the weights file's optimizer state '{slot}' does not match")
-    optimizer.state = {slot: list(values) for slot, values in resume.optimizer_state.items()}
-    return resume.network, list(resume.history), done + 1
+    slots = {slot: list(values) for slot, values in resume.optimizer_state.items()}
+    network = resume.network
+    saved = [p.value.copy() for p in network.params]
+    last = slots.pop(LAST_WEIGHTS_SLOT, None)
+    if last is not None:  # a save-best file: continue from the last epoch, not the best
+        for p, value in zip(network.params, last):
+            p.value[...] = value
+    optimizer.state = slots
+    return network, list(resume.history), done + 1, saved
 
 
 @dataclass(frozen=True)
@@ -314,15 +369,15 @@ def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
                         data_dir: str | Path | None = None,
                         observer: DownloadObserver | None = None) -> EvaluationReport:
     """Accuracy, loss, per-class figures and confusion of a trained network on a split."""
-    held_out = checkpoint.config.data.validation
+    keep, held_out = checkpoint.config.data.sizes(TRAIN_SAMPLES)
     if split == "validation" and not held_out:
         raise UsageError("--split validation: these weights were trained without a validation "
                          "split (data.validation is 0)")
     mnist = load_mnist(data_dir or checkpoint.config.data.dir, observer=observer)
     images, labels = ((mnist.test_images, mnist.test_labels) if split == "test"
                       else (mnist.train_images, mnist.train_labels))
-    if split == "validation":  # the last data.validation training images, as training held out
-        images, labels = images[-held_out:], labels[-held_out:]
+    if split == "validation":  # the training images the run held out, as prepare_data does
+        images, labels = images[keep:keep + held_out], labels[keep:keep + held_out]
     network = checkpoint.network
     x = checkpoint.scaler.transform(images, network.dtype)
     loss: Loss = get_loss(checkpoint.config.loss)

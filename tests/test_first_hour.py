@@ -40,7 +40,9 @@ def weights_file(path, epochs_done=None, output="softmax", loss=None, **training
     config = validate(raw)
     network = experiment.build_network(config, np.random.default_rng(0))
     history = [{"epoch": e, "train_loss": 1.0, "train_accuracy": 0.5, "seconds": 1.0,
-                "learning_rate": 0.1, "evaluations": {}} for e in range(1, (epochs_done or 2) + 1)]
+                "learning_rate": 0.1,
+                "evaluations": {"validation": {"loss": 1.0, "accuracy": 0.5 - e / 100}}}
+               for e in range(1, (epochs_done or 2) + 1)]
     state = None
     if epochs_done is not None:
         state = {"epochs_done": epochs_done, "rng": np.random.default_rng(0).bit_generator.state,
@@ -263,9 +265,9 @@ def test_resume_refuses_another_run_naming_the_setting(tmp_path):
 def test_an_early_stopped_file_says_why_it_cannot_resume(tmp_path):
     weights = weights_file(tmp_path / "w.npz")
     checkpoint = load(weights)
-    checkpoint.config.training.early_stopping = 2
+    checkpoint.config.training.early_stopping.patience = 2
     with pytest.raises(UsageError, match="early stopping ended this run after epoch 2 and the "
-                                         "file holds the weights of its best epoch"):
+                                         "file holds the weights of its best epoch, 1,"):
         experiment.check_resumable(checkpoint, checkpoint.config, "w.npz")
     resumable = load(weights_file(tmp_path / "r.npz", epochs_done=1))
     assert experiment.check_resumable(resumable, resumable.config) == 2
@@ -303,7 +305,7 @@ def test_there_is_no_best_epoch_without_a_validation_split(tmp_path):
     assert "weights saved to w[1].npz" in text
 
 
-def test_the_epoch_header_fits_60_columns_and_one_epoch_is_singular():
+def test_the_epoch_table_fits_60_columns_uncut_and_one_epoch_is_singular():
     from nnctl.trainer import EpochReport, Evaluation
 
     report = EpochReport(1, 0.1234, 0.9876, 2.5, 0.1, {"validation": Evaluation(0.1, 1.0, 5),
@@ -313,7 +315,9 @@ def test_the_epoch_header_fits_60_columns_and_one_epoch_is_singular():
         console.print(render.epoch_row(report, header=True, width=width))
         text = console.export_text()
         assert "…" not in text and "100.00%" in text
-        assert all(word in text for word in ("train", "loss", "val", "test", "seconds"))
+        kept = ("epoch", "loss", "acc", "val acc", "test acc", "time")
+        assert all(name in text for name in kept) and max(map(len, text.splitlines())) <= width
+        assert ("ETA" in text and "val loss" in text) == (width == 100)
     console = Console(record=True, width=100)
     config = validate({"model": {"layers": LAYERS}, "training": {"epochs": 1}})
     render.model_summary(console, experiment.build_network(config, np.random.default_rng(0)),

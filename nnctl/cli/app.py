@@ -79,6 +79,8 @@ def train(
     data_dir: DataDir = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its weights file.")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="Append one JSON line per epoch to this file.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each file: a quick smoke run (overrides data.limit).")] = None,
+    log_every: Annotated[int, typer.Option(help="Print the running loss and accuracy every N batches.", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Train a network on MNIST as CONFIG describes, and save its weights."""
@@ -93,7 +95,8 @@ def train(
     if resume is not None:
         refuse_as_weights(resume, "train")
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
-                 "training.learning_rate": learning_rate, "training.seed": seed}
+                 "training.learning_rate": learning_rate, "training.seed": seed,
+                 "data.limit": limit}
     given = {key: value for key, value in overrides.items() if value is not None}
     settings = load_config(config, given, OVERRIDE_OPTIONS)
     checkpoint = weights.load(resume) if resume else None
@@ -104,12 +107,13 @@ def train(
     target = out or resume or Path(settings.output)
     again = resume_command(config, target, {
         "--epochs": epochs, "--batch-size": batch_size, "--learning-rate": learning_rate,
-        "--seed": seed, "--data-dir": data_dir, "--metrics": metrics, "--quiet": quiet})
+        "--seed": seed, "--limit": limit, "--data-dir": data_dir, "--metrics": metrics,
+        "--log-every": log_every or None, "--quiet": quiet})
     console = _console(quiet)
     observer = DownloadBars(console)
     if not quiet:
         observer = _Announcing(observer, data_dir or settings.data.dir)
-    rows = render.EpochTable(console)
+    rows = render.EpochTable(console, settings.training.epochs)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
         def on_start(network) -> None:
             render.model_summary(console, network, settings)
@@ -123,13 +127,15 @@ def train(
         result = experiment.train(
             settings, target, data_dir, on_start=on_start, on_epoch=on_epoch,
             on_batch=bar.on_batch, observer=observer, resume=checkpoint,
-            command=again)
+            command=again, log_every=log_every,
+            on_log=lambda log: render.batch_log(console, log))
     render.training_summary(console, result)
 
 
 # The config key each option of `nnctl train` overrides, named in errors about its value.
 OVERRIDE_OPTIONS = {"training.epochs": "--epochs", "training.batch_size": "--batch-size",
-                    "training.learning_rate": "--learning-rate", "training.seed": "--seed"}
+                    "training.learning_rate": "--learning-rate", "training.seed": "--seed",
+                    "data.limit": "--limit"}
 
 
 class _Announcing:

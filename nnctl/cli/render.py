@@ -10,8 +10,11 @@ from rich.text import Text
 
 from nnctl.metrics import averages
 
-EPOCH_COLUMNS = [("epoch", 5), ("train loss", 10), ("train acc", 9), ("val acc", 8),
-                 ("test loss", 9), ("test acc", 8), ("seconds", 7)]
+# Training loss and accuracy are "loss" and "acc", as Keras prints them; the widths fit the
+# headers and their values, 77 columns in all, so that no header is cut on an 80-column
+# terminal or in a log.
+EPOCH_COLUMNS = [("epoch", 5), ("lr", 7), ("loss", 6), ("acc", 7), ("val loss", 8),
+                 ("val acc", 7), ("test loss", 9), ("test acc", 8), ("time", 6), ("ETA", 7)]
 
 
 def _percent(value: float) -> str:
@@ -44,45 +47,74 @@ def model_summary(console: Console, network, config) -> None:
                   f"{t.seed}, {t.dtype}", highlight=False)
 
 
-VALUE_WIDTH = 7  # the widest cell: "100.00%", "12345.6" seconds
+# Left out, in this order, when the console is narrower than the table, so that no header
+# or value is cut short (every figure is still in --metrics).
+NARROW_DROPS = ("ETA", "lr", "val loss", "test loss", "time")
 
 
-def _epoch_table(header: bool, width: int | None = None) -> Table:
-    """One row of the epoch table. When `width` (the console's) is too narrow for one-line
-    headers, the headers take two lines ("train" over "loss") instead of being cut short."""
-    columns = [(name, size) for name, size in EPOCH_COLUMNS]
-    needed = sum(size for _, size in columns) + len(columns) - 1
-    if width is not None and width < needed:
-        columns = [(name.replace(" ", "\n"),
-                    min(size, max(VALUE_WIDTH, *(len(word) for word in name.split()))))
-                   for name, size in columns]
-    table = Table(box=None, show_header=header, header_style="bold", pad_edge=False)
-    for name, size in columns:
-        table.add_column(name, justify="right", width=size, no_wrap=True)
+def _columns(width: int | None) -> list[tuple[str, int]]:
+    columns = list(EPOCH_COLUMNS)
+    for name in NARROW_DROPS:
+        if width is None or sum(size for _, size in columns) + len(columns) - 1 <= width:
+            break
+        columns = [column for column in columns if column[0] != name]
+    return columns
+
+
+def _epoch_table(header: bool, columns: list[tuple[str, int]] | None = None) -> Table:
+    table = Table(box=None, show_header=header, header_style="bold", pad_edge=False,
+                  padding=(0, 0, 0, 1))
+    for name, width in columns or EPOCH_COLUMNS:
+        table.add_column(name, justify="right", width=width, no_wrap=True)
     return table
 
 
 class EpochTable:
-    """A table printed a row at a time, as epochs finish; the header comes with the first."""
+    """A table printed a row at a time, as epochs finish; the header comes with the first.
+    The ETA is the mean time of this run's epochs so far times the epochs left."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, epochs: int = 0):
         self.console = console
+        self.epochs = epochs
         self.rows = 0
+        self.seconds = 0.0
 
     def add(self, report) -> None:
-        self.console.print(epoch_row(report, header=self.rows == 0, width=self.console.width))
         self.rows += 1
+        self.seconds += report.seconds
+        left = max(0, self.epochs - report.epoch) * self.seconds / self.rows
+        self.console.print(epoch_row(report, header=self.rows == 1, eta=left,
+                                     width=self.console.width))
 
 
-def epoch_row(report, header: bool = False, width: int | None = None) -> Table:
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def epoch_row(report, header: bool = False, eta: float | None = None,
+              width: int | None = None) -> Table:
+    """One epoch's row; with `width` (the console's), the columns that fit it."""
     evaluations = report.evaluations
     val = evaluations.get("validation")
     test = evaluations.get("test")
-    table = _epoch_table(header, width)
-    table.add_row(str(report.epoch), f"{report.train_loss:.4f}", _percent(report.train_accuracy),
-                  _percent(val.accuracy) if val else "-", f"{test.loss:.4f}" if test else "-",
-                  _percent(test.accuracy) if test else "-", f"{report.seconds:.1f}")
+    cells = [str(report.epoch), f"{report.learning_rate:.3g}", f"{report.train_loss:.4f}",
+             _percent(report.train_accuracy), f"{val.loss:.4f}" if val else "-",
+             _percent(val.accuracy) if val else "-", f"{test.loss:.4f}" if test else "-",
+             _percent(test.accuracy) if test else "-", f"{report.seconds:.1f}s",
+             _duration(eta) if eta else "-"]
+    by_name = dict(zip((name for name, _ in EPOCH_COLUMNS), cells))
+    columns = _columns(width)
+    table = _epoch_table(header, columns)
+    table.add_row(*(by_name[name] for name, _ in columns))
     return table
+
+
+def batch_log(console: Console, log) -> None:
+    """One line of running figures, every --log-every batches."""
+    console.print(f"epoch {log.epoch} batch {log.batch}/{log.batches}: loss "
+                  f"{log.train_loss:.4f}, accuracy {_percent(log.train_accuracy)}")
 
 
 def training_summary(console: Console, result) -> None:
