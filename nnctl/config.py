@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from nnctl.activations import OUTPUT_ONLY, REGISTRY as ACTIVATIONS
-from nnctl.data.mnist import NUM_CLASSES, NUM_PIXELS
+from nnctl.data.datasets import DATASETS, USER_DATASET
+from nnctl.data.mnist import NUM_PIXELS
 from nnctl.data.scaler import MODES as SCALING_MODES
 from nnctl.errors import ConfigError
 from nnctl.initializers import INITIALIZERS
@@ -60,6 +61,8 @@ class DataConfig:
     validation: int | float = 0  # a count of images, or a fraction in (0, 1)
     scaling: str = "global"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    path: str | None = None  # the folder of IDX files, for dataset idx
+    classes: list[str] | None = None  # class names, overriding the dataset's or the labels'
     limit: int = 0  # use only the first `limit` images of each file (0: all)
 
     def sizes(self, train_available: int) -> tuple[int, int]:
@@ -304,17 +307,20 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
 
 
 def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = None,
-             options: dict[str, str] | None = None) -> Config:
+             options: dict[str, str] | None = None, read_data: bool = True) -> Config:
+    """`read_data` False skips reading a user's IDX folder (a weights file's config);
+    `options` names the command-line option that set a key, for the messages."""
     c = _Checker(source, lines or {}, options)
     top = c.section(raw, "", ("data", "model", "loss", "training", "output"))
     if not isinstance(raw, dict):
         raise ConfigError(c.report())
 
     d = c.section(top.get("data"), "data",
-                  ("dataset", "dir", "validation", "scaling", "augment", "limit"))
+                  ("dataset", "dir", "validation", "scaling", "augment", "limit", "path",
+                   "classes"))
     g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale"))
     data = DataConfig(
-        dataset=c.choice(d, "data", "dataset", "mnist", ("mnist",)),
+        dataset=c.choice(d, "data", "dataset", "mnist", (*DATASETS, USER_DATASET)),
         dir=c.text(d, "data", "dir", None),
         validation=_validation(c, d),
         scaling=c.choice(d, "data", "scaling", "global", SCALING_MODES),
@@ -323,17 +329,26 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
             rotate=c.number(g, "data.augment", "rotate", 0.0, 0.0, 90.0),
             scale=c.number(g, "data.augment", "scale", 0.0, 0.0, 0.5),
         ),
+        path=c.text(d, "data", "path", None),
+        classes=_class_names(c, d.get("classes")),
         limit=c.integer(d, "data", "limit", 0, 0, TRAIN_SAMPLES),
     )
+    dataset = _dataset(c, data, read_data)
+    if dataset is not None and data.augment.active and dataset.image_shape != (28, 28):
+        c.fail("data.augment", f"works on 28x28 images; {dataset.title} has "
+                               f"{dataset.image_shape[1]}x{dataset.image_shape[0]}")
 
     m = c.section(top.get("model"), "model", ("input", "layers", "init"))
     model = ModelConfig(
-        input=c.integer(m, "model", "input", NUM_PIXELS, 1, MAX_UNITS),
+        input=c.integer(m, "model", "input", dataset.num_pixels if dataset else NUM_PIXELS,
+                        1, MAX_UNITS),
         layers=_layers(c, m.get("layers")),
         init=c.choice(m, "model", "init", "auto", ("auto",) + INITIALIZERS),
     )
-    if model.input != NUM_PIXELS:
-        c.fail("model.input", f"MNIST images have {NUM_PIXELS} pixels, got {model.input}")
+    if dataset is not None and model.input != dataset.num_pixels:
+        height, width = dataset.image_shape
+        c.fail("model.input", f"{dataset.title} images have {dataset.num_pixels} pixels, got "
+                              f"{model.input} (the images are {width}x{height})")
 
     loss = c.choice(top, "", "loss", "sparse_categorical_crossentropy", tuple(LOSSES))
 
@@ -357,7 +372,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     output = c.text(top, "", "output", "weights.npz")
 
     config = Config(model, data, loss, training, output)
-    _cross_checks(c, config)
+    _cross_checks(c, config, dataset)
     if c.errors:
         raise ConfigError(c.report())
     return config
@@ -455,18 +470,64 @@ def _optimizer(c: _Checker, raw: Any) -> OptimizerConfig:
     return config
 
 
-def _cross_checks(c: _Checker, config: Config) -> None:
+def _class_names(c: _Checker, raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    names = raw if isinstance(raw, list) else []
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        c.fail("data.classes", f"expected a list of at least 2 names, got {_kind(raw)}")
+    elif len(names) < 2:
+        c.fail("data.classes", "a classifier needs at least 2 classes")
+    elif len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        c.fail("data.classes", f"names appear twice: {', '.join(twice)}")
+    else:
+        return list(names)
+    return None
+
+
+def _dataset(c: _Checker, data: DataConfig, read_data: bool):
+    """The dataset's description, or None when it cannot be known (the checks then skip)."""
+    from nnctl.data.source import resolve
+    from nnctl.errors import DataError
+
+    if data.dataset == USER_DATASET:
+        if data.path is None:
+            c.fail("data.path", "is required with dataset idx: the folder of the four IDX files")
+            return None
+        if not read_data:
+            return None
+    elif data.path is not None:
+        c.fail("data.path", f"belongs to dataset idx; {data.dataset} is downloaded to data.dir")
+    if data.dataset not in (*DATASETS, USER_DATASET):
+        return None
+    try:
+        dataset = resolve(data.dataset, data.path, data.classes)
+    except DataError as error:
+        c.fail("data.path", str(error))
+        return None
+    if data.dataset != USER_DATASET and data.classes is not None and (
+            len(data.classes) != DATASETS[data.dataset].num_classes):
+        c.fail("data.classes", f"{dataset.title} has {DATASETS[data.dataset].num_classes} "
+                               f"classes, got {len(data.classes)} names")
+        return None
+    return dataset
+
+
+def _cross_checks(c: _Checker, config: Config, dataset=None) -> None:
     layers = config.model.layers
     if not layers or any(layer.units is None or layer.activation is None for layer in layers):
         return
     last = len(layers) - 1
-    if layers[-1].units != NUM_CLASSES:
+    classes = dataset.num_classes if dataset else None
+    if classes is not None and layers[-1].units != classes:
+        kind = "one per digit" if dataset.name == "mnist" else f"one per {dataset.title} class"
         c.fail(f"model.layers[{last}].units",
-               f"the output layer needs {NUM_CLASSES} units (one per digit), got "
-               f"{layers[-1].units}")
+               f"the output layer needs {classes} units ({kind}), got {layers[-1].units}")
     if layers[-1].dropout:
         c.fail(f"model.layers[{last}].dropout", "dropout belongs to hidden layers")
-    train_count, held = config.data.sizes(TRAIN_SAMPLES)
+    samples = dataset.train_samples if dataset else TRAIN_SAMPLES
+    train_count, held = config.data.sizes(samples)
     needs_validation = {"training.early_stopping": config.training.early_stopping.active,
                         "training.save_best": config.training.save_best,
                         "training.schedule": config.training.schedule.name == "plateau"}
@@ -491,6 +552,10 @@ def _cross_checks(c: _Checker, config: Config) -> None:
     if parameters > MAX_PARAMETERS:
         c.fail("model.layers", f"{parameters:,} parameters is more than the {MAX_PARAMETERS:,} "
                                "nnctl allows")
+    if train_count <= 0 and not config.data.limit:
+        c.fail("data.validation", f"holds out {held} of the {samples} training images "
+                                  f"{dataset.title if dataset else 'the dataset'} has, none "
+                                  "would be left to train on")
     available = train_count
     if available > 0 and config.training.batch_size > available:
         c.fail("training.batch_size", f"{config.training.batch_size} is larger than the "
@@ -499,4 +564,4 @@ def _cross_checks(c: _Checker, config: Config) -> None:
 
 def config_from_dict(raw: dict) -> Config:
     """Rebuild a Config from the JSON a weights file carries (validated again)."""
-    return validate(raw, "weights file config")
+    return validate(raw, "weights file config", read_data=False)

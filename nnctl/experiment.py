@@ -21,9 +21,10 @@ import numpy as np
 
 from nnctl.activations import get_activation
 from nnctl.augment import augment
-from nnctl.config import TRAIN_SAMPLES, Config
+from nnctl.config import Config
 from nnctl.data.download import DownloadObserver
-from nnctl.data.mnist import NUM_CLASSES, load_mnist
+from nnctl.data.datasets import Dataset
+from nnctl.data.source import load_split, resolve_config
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import NnctlError, UsageError
 from nnctl.losses import Loss, get_loss
@@ -51,27 +52,31 @@ class Splits:
     validation: Labelled | None
     test: Labelled
     scaler: MinMaxScaler
+    dataset: Dataset
 
 
 def prepare_data(config: Config, data_dir: str | Path | None = None,
                  observer: DownloadObserver | None = None) -> Splits:
-    """MNIST with the last `validation` training images held out and the scaler fitted on
-    the remaining training images only. Validation and test are scaled in the config's
-    dtype; the training images stay uint8 (see `train`). With `data.limit`, only the first
-    `limit` images of each file are used (a quick run on a subset)."""
-    mnist = load_mnist(data_dir or config.data.dir, observer=observer)
-    keep, held = config.data.sizes(len(mnist.train_images))
+    """The config's dataset with the last `validation` training images held out and the
+    scaler fitted on the remaining training images only. Validation and test are scaled in
+    the config's dtype; the training images stay uint8 (see `train`). With `data.limit`,
+    only the first `limit` images of each file are used (a quick run on a subset)."""
+    dataset = resolve_config(config.data)
+    directory = data_dir or config.data.dir
+    train_images, train_labels = load_split(dataset, "train", directory, observer)
+    test_images, test_labels = load_split(dataset, "test", directory, observer)
+    keep, held = config.data.sizes(len(train_images))
     limit = config.data.limit or None
-    train_x, train_y = mnist.train_images[:keep], mnist.train_labels[:keep]
+    train_x, train_y = train_images[:keep], train_labels[:keep]
     scaler = MinMaxScaler.fit(train_x, config.data.scaling)
     dtype = np.dtype(config.training.dtype)
     validation = None
     if held:
-        validation = (scaler.transform(mnist.train_images[keep:keep + held], dtype),
-                      mnist.train_labels[keep:keep + held])
-    test_x, test_y = mnist.test_images[:limit], mnist.test_labels[:limit]
+        validation = (scaler.transform(train_images[keep:keep + held], dtype),
+                      train_labels[keep:keep + held])
+    test_x, test_y = test_images[:limit], test_labels[:limit]
     return Splits((train_x, train_y), validation, (scaler.transform(test_x, dtype), test_y),
-                  scaler)
+                  scaler, dataset)
 
 
 def build_network(config: Config, rng: np.random.Generator) -> Network:
@@ -123,15 +128,15 @@ class TrainingResult:
     restored_epoch: int = 0  # early stopping put this epoch's weights in the file
 
 
-def best_epoch(history: list[dict]) -> tuple[int, str]:
-    """The epoch with the best validation accuracy; without a validation split there is no
-    best epoch (the test set is only reported, never used to choose), only the last one."""
+def best_epoch(history: list[dict], monitor: str = "validation_accuracy",
+               min_delta: float = 0.0) -> tuple[int, str]:
+    """The epoch with the best monitored validation figure; without a validation split there
+    is no best epoch (the test set is only reported, never used to choose), only the last."""
     if not history:
         return 0, ""
     if "validation" not in history[-1]["evaluations"]:
         return history[-1]["epoch"], ""
-    best = max(history, key=lambda r: r["evaluations"]["validation"]["accuracy"])
-    return best["epoch"], "validation"
+    return best_of(history, monitor, min_delta)[0], "validation"
 
 
 def _flatten(value, prefix: str = "") -> dict[str, object]:
@@ -163,12 +168,15 @@ def check_resumable(resume: Checkpoint, config: Config, source: str = "the weigh
         stopping = resume.config.training.early_stopping
         if resume.history and stopping.active:
             last = resume.history[-1]["epoch"]
-            best = best_of(resume.history, stopping.monitor, stopping.min_delta)[0]
+            best = best_epoch(resume.history, stopping.monitor, stopping.min_delta)[0]
             raise UsageError(
                 f"{source}: cannot resume: early stopping ended this run after epoch {last} "
                 f"and the file holds the weights of its best epoch, {best}, without the "
                 f"optimizer state that would continue from epoch {last}")
         raise UsageError(f"{source}: cannot resume: the file has no training state")
+    if resume.dataset.name != config.data.dataset:
+        raise UsageError(f"{source}: cannot resume: the weights were trained on "
+                         f"{resume.dataset.title}, the config names {config.data.dataset}")
     if resume.config.sizes != config.sizes:
         raise UsageError(f"{source}: cannot resume: the weights have layer sizes "
                          f"{resume.config.sizes}, the config {config.sizes}")
@@ -237,17 +245,19 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         save_best the file's weights are the best epoch's, and the last epoch's parameters,
         which a resumed run continues from, travel as the resume state's slot 'last'."""
         if epochs_done is None:
-            save(out, Checkpoint(network, splits.scaler, config, history))
+            save(out, Checkpoint(network, splits.scaler, config, history, dataset=splits.dataset))
             return
         state = {"epochs_done": epochs_done, "rng": rng.bit_generator.state,
                  "optimizer_steps": optimizer.steps}
         slots = dict(optimizer.state)
         if not (save_best and best["params"] is not None and best["epoch"] != epochs_done):
-            save(out, Checkpoint(network, splits.scaler, config, history, state, slots))
+            save(out, Checkpoint(network, splits.scaler, config, history, state, slots,
+                                 splits.dataset))
             return
         slots[LAST_WEIGHTS_SLOT] = [p.value.copy() for p in network.params]
         with _values_swapped(network, best["params"]):
-            save(out, Checkpoint(network, splits.scaler, config, history, state, slots))
+            save(out, Checkpoint(network, splits.scaler, config, history, state, slots,
+                                 splits.dataset))
 
     def checkpoint(report: EpochReport) -> bool:
         """Save after every epoch; with early stopping, say when to stop."""
@@ -291,7 +301,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         save_state(None)  # an early-stopped run is over: its file holds the best weights only
     elif save_best and best["params"] is not None and history:
         restored = best["epoch"] if best["epoch"] != history[-1]["epoch"] else 0
-    epoch, metric = best_epoch(history)
+    epoch, metric = best_epoch(history, monitor, stopping.min_delta)
     return TrainingResult(history, epoch, metric, time.perf_counter() - started, out, restored)
 
 
@@ -352,14 +362,18 @@ class EvaluationReport:
     samples: int
     confusion: np.ndarray
     classes: list[ClassFigures]
+    dataset: str = "MNIST"
+    names: tuple[str, ...] = tuple(str(digit) for digit in range(10))
 
     def as_dict(self) -> dict:
         return {
             "split": self.split,
+            "dataset": self.dataset,
             "accuracy": self.accuracy,
             "loss": self.loss,
             "samples": self.samples,
-            "per_class": [vars(c) for c in self.classes],
+            "classes": list(self.names),
+            "per_class": [{**vars(c), "name": self.names[c.label]} for c in self.classes],
             "averages": averages(self.classes),
             "confusion": self.confusion.tolist(),
         }
@@ -368,21 +382,28 @@ class EvaluationReport:
 def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
                         data_dir: str | Path | None = None,
                         observer: DownloadObserver | None = None) -> EvaluationReport:
-    """Accuracy, loss, per-class figures and confusion of a trained network on a split."""
-    keep, held_out = checkpoint.config.data.sizes(TRAIN_SAMPLES)
-    if split == "validation" and not held_out:
+    """Accuracy, loss, per-class figures and confusion of a trained network on a split; only
+    that split is loaded (or downloaded). `validation` is the images training held out."""
+    data = checkpoint.config.data
+    if split == "validation" and not data.validation:
         raise UsageError("--split validation: these weights were trained without a validation "
                          "split (data.validation is 0)")
-    mnist = load_mnist(data_dir or checkpoint.config.data.dir, observer=observer)
-    images, labels = ((mnist.test_images, mnist.test_labels) if split == "test"
-                      else (mnist.train_images, mnist.train_labels))
-    if split == "validation":  # the training images the run held out, as prepare_data does
-        images, labels = images[keep:keep + held_out], labels[keep:keep + held_out]
+    dataset = resolve_config(data)
+    if (dataset.image_shape, dataset.num_classes) != (checkpoint.dataset.image_shape,
+                                                      checkpoint.dataset.num_classes):
+        raise UsageError(f"{dataset.title} is not the data this model was trained on "
+                         f"({checkpoint.dataset.title})")
+    source = "train" if split == "validation" else split
+    images, labels = load_split(dataset, source, data_dir or data.dir, observer)
+    if split == "validation":
+        keep, held = data.sizes(len(images))
+        images, labels = images[keep:keep + held], labels[keep:keep + held]
     network = checkpoint.network
     x = checkpoint.scaler.transform(images, network.dtype)
     loss: Loss = get_loss(checkpoint.config.loss)
     predicted = np.empty(len(labels), dtype=np.intp)
     summary = evaluate(network, loss, x, labels, predicted=predicted)
-    confusion = confusion_matrix(labels, predicted, NUM_CLASSES)
+    names = checkpoint.dataset.classes
+    confusion = confusion_matrix(labels, predicted, len(names))
     return EvaluationReport(split, summary.accuracy, summary.loss, summary.samples, confusion,
-                            per_class(confusion))
+                            per_class(confusion), checkpoint.dataset.title, names)

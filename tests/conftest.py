@@ -134,6 +134,14 @@ def _fetch_archives(url: str, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_fashion_mnist() -> Path:
+    folder = SHARED_MNIST.parent / "fashion-mnist"
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the real Fashion-MNIST files are not at {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def mnist_cache(tmp_path_factory, shared_mnist) -> Path:
     """A data directory holding the verified real MNIST, filled once per session over HTTP."""
     from nnctl.data.mnist import load_mnist

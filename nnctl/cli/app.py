@@ -21,13 +21,15 @@ from nnctl.errors import NnctlError, UsageError
 app = typer.Typer(
     help="Train, evaluate and use neural networks on MNIST, written from scratch in NumPy.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Download and inspect the MNIST files.", no_args_is_help=True)
+data_app = typer.Typer(help="Download and inspect the files of MNIST and Fashion-MNIST.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+DatasetName = Annotated[str, typer.Option(
+    "--dataset", help="Which dataset: mnist or fashion-mnist.")]
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Where MNIST is cached; a relative path is relative to the current "
-                       "directory \\[default: the config's data.dir, else $NNCTL_DATA_DIR, "
-                       "else ./data].")]
+    "--data-dir", help="Where datasets are cached; a relative path is relative to the "
+                       "current directory \\[default: the config's data.dir, else "
+                       "$NNCTL_DATA_DIR, else ./data].")]
 
 
 def guarded(command: Callable) -> Callable:
@@ -83,7 +85,7 @@ def train(
     log_every: Annotated[int, typer.Option(help="Print the running loss and accuracy every N batches.", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Train a network on MNIST as CONFIG describes, and save its weights."""
+    """Train a network on the dataset CONFIG names (MNIST by default), and save its weights."""
     from nnctl import experiment, weights
     from nnctl.cli import render
     from nnctl.cli.hint import resume_command
@@ -107,12 +109,15 @@ def train(
     target = out or resume or Path(settings.output)
     again = resume_command(config, target, {
         "--epochs": epochs, "--batch-size": batch_size, "--learning-rate": learning_rate,
-        "--seed": seed, "--limit": limit, "--data-dir": data_dir, "--metrics": metrics,
+        "--seed": seed, "--data-dir": data_dir, "--metrics": metrics, "--limit": limit,
         "--log-every": log_every or None, "--quiet": quiet})
     console = _console(quiet)
     observer = DownloadBars(console)
     if not quiet:
-        observer = _Announcing(observer, data_dir or settings.data.dir)
+        from nnctl.data.source import resolve_config
+
+        observer = _Announcing(observer, data_dir or settings.data.dir,
+                               resolve_config(settings.data))
     rows = render.EpochTable(console, settings.training.epochs)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
         def on_start(network) -> None:
@@ -139,20 +144,23 @@ OVERRIDE_OPTIONS = {"training.epochs": "--epochs", "training.batch_size": "--bat
 
 
 class _Announcing:
-    """A download observer that first says where MNIST is being downloaded and why: a
+    """A download observer that first says where a dataset is being downloaded and why: a
     relative data directory is relative to the current directory, and a run from another
     directory would otherwise start a second download without a word."""
 
-    def __init__(self, inner: Any, data_dir: Any):
-        self.inner, self.data_dir, self.said = inner, data_dir, False
+    SIZES = {"mnist": " (11 MB, 55 MB on disk)", "fashion-mnist": " (30 MB, 55 MB on disk)"}
+
+    def __init__(self, inner: Any, data_dir: Any, dataset: Any):
+        self.inner, self.data_dir, self.dataset, self.said = inner, data_dir, dataset, False
 
     def start(self, label: str, total: Optional[int]) -> None:
         if not self.said:
             from nnctl.data.mnist import DATA_DIR_ENV, cache_dir, resolve_data_dir
 
-            folder = cache_dir(resolve_data_dir(self.data_dir)).resolve()
-            typer.echo(f"MNIST is not cached in {folder}: downloading it (11 MB, 55 MB on "
-                       "disk). Data directories are relative to the current directory; set "
+            folder = cache_dir(resolve_data_dir(self.data_dir), self.dataset).resolve()
+            size = self.SIZES.get(self.dataset.name, "")
+            typer.echo(f"{self.dataset.title} is not cached in {folder}: downloading it{size}. "
+                       "Data directories are relative to the current directory; set "
                        f"{DATA_DIR_ENV} to one absolute path to share a single cache.", err=True)
             self.said = True
         self.inner.start(label, total)
@@ -188,11 +196,11 @@ def evaluate(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     data_dir: DataDir = None,
     split: Annotated[str, typer.Option(
-        help="Which MNIST split: test, train, or validation (the training images the run "
-             "held out).")] = "test",
+        help="Which split: test, train, or validation (the training images the run held "
+             "out).")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Accuracy, loss, per-class figures and the confusion matrix on a MNIST split."""
+    """Accuracy, loss, per-class figures and the confusion matrix on a split of its dataset."""
     if split not in ("test", "train", "validation"):
         raise UsageError(f"--split must be test, train or validation, not {split!r}")
     from nnctl import experiment, weights as weights_file
@@ -205,7 +213,8 @@ def evaluate(
     console = _console()
     observer = DownloadBars(console)
     if not as_json:
-        observer = _Announcing(observer, data_dir or checkpoint.config.data.dir)
+        observer = _Announcing(observer, data_dir or checkpoint.config.data.dir,
+                               checkpoint.dataset)
     report = experiment.evaluate_checkpoint(checkpoint, split, data_dir, observer)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
@@ -218,12 +227,12 @@ def evaluate(
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP, GIF, ...).")],
     weights: Annotated[Path, typer.Option(help="The weights file.")] = Path("weights.npz"),
-    top_k: Annotated[int, typer.Option(min=1, max=10, help="How many digits to list.")] = 3,
-    raw: Annotated[bool, typer.Option("--raw", help="Take 28x28 MNIST-like images as they are.")] = False,
+    top_k: Annotated[int, typer.Option(min=1, max=10, help="How many classes to list.")] = 3,
+    raw: Annotated[bool, typer.Option("--raw", help="Take 28x28 images as they are (as the dataset's).")] = False,
     show: Annotated[bool, typer.Option("--show", help="Draw the 28x28 input the network saw.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """Classify your own images of digits, prepared the way MNIST was."""
+    """Classify your own images, prepared the way the model's dataset was made."""
     from nnctl import weights as weights_file
     from nnctl.cli import render
     from nnctl.cli.swapped import refuse_as_weights, refuse_weights_as_images
@@ -289,34 +298,41 @@ def plot(
 
     refuse_as_weights(weights, "plot")
     checkpoint = weights_file.load(weights)
-    plot_history(checkpoint.history, out, title=str(weights))
+    plot_history(checkpoint.history, out, title=f"{weights} ({checkpoint.dataset.title})")
     typer.echo(f"curves written to {out}")
 
 
 @data_app.command("download")
 @guarded
-def data_download(data_dir: DataDir = None) -> None:
-    """Fetch and verify the four MNIST files ahead of time."""
+def data_download(data_dir: DataDir = None, dataset: DatasetName = "mnist") -> None:
+    """Fetch and verify the four files of MNIST (or --dataset) ahead of time."""
     from nnctl.cli import render
     from nnctl.cli.progress import DownloadBars
+    from nnctl.data.datasets import get_dataset
     from nnctl.data.mnist import inspect_cache, load_mnist, resolve_data_dir
 
     console = _console()
-    load_mnist(data_dir, observer=DownloadBars(console))
-    render.cache_info(console, inspect_cache(data_dir), resolve_data_dir(data_dir))
+    described = get_dataset(dataset)
+    load_mnist(data_dir, observer=DownloadBars(console), dataset=described)
+    render.cache_info(console, inspect_cache(data_dir, described), resolve_data_dir(data_dir),
+                      described.title)
 
 
 @data_app.command("info")
 @guarded
-def data_info(data_dir: DataDir = None) -> None:
-    """Where the MNIST files are, their sizes, whether they verify, and their counts."""
+def data_info(data_dir: DataDir = None, dataset: DatasetName = "mnist") -> None:
+    """Where the files of MNIST (or --dataset) are, their sizes, whether they verify."""
     from nnctl.cli import render
+    from nnctl.data.datasets import get_dataset
     from nnctl.data.mnist import inspect_cache, resolve_data_dir
 
-    files = inspect_cache(data_dir)
-    render.cache_info(_console(), files, resolve_data_dir(data_dir))
+    described = get_dataset(dataset)
+    files = inspect_cache(data_dir, described)
+    render.cache_info(_console(), files, resolve_data_dir(data_dir), described.title)
     if not all(f.verified for f in files):
-        typer.echo("some files are missing or do not verify: run `nnctl data download`", err=True)
+        again = "" if dataset == "mnist" else f" --dataset {dataset}"
+        typer.echo(f"some files are missing or do not verify: run `nnctl data download{again}`",
+                   err=True)
         raise typer.Exit(1)
 
 
