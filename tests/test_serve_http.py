@@ -331,7 +331,8 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "w.npz")])
     assert result.exit_code == 2
     assert result.output.strip() == ("error: nnctl serve needs the serve extra; install it "
-                                     "with: pip install 'nnctl[serve]'")
+                                     f"with: {sys.executable} -m pip install 'starlette>=0.40' "
+                                     "'uvicorn>=0.30' 'python-multipart>=0.0.18'")
 
 
 def test_serve_with_a_missing_weights_file_or_a_busy_port_is_one_line(checkpoint, tmp_path):

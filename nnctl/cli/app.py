@@ -98,10 +98,12 @@ def train(
     from nnctl.cli import render
     from nnctl.cli.hint import resume_command
     from nnctl.cli.progress import DownloadBars, EpochBar
-    from nnctl.cli.swapped import refuse_weights_as_config
+    from nnctl.cli.swapped import refuse_as_weights, refuse_weights_as_config
     from nnctl.config import load_config
 
     refuse_weights_as_config(config, "train")
+    if resume is not None:
+        refuse_as_weights(resume, "train")
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.learning_rate": learning_rate, "training.seed": seed,
                  "data.limit": limit}

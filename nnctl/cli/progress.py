@@ -21,7 +21,7 @@ class DownloadBars:
 
     def __init__(self, console: Console):
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeRemainingColumn(), console=console,
             disable=not console.is_terminal, transient=True)
         self.task = None
