@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from nnctl import weights
 from nnctl.weights import Checkpoint
 
 
-def class_names(config) -> list[str]:
-    """The names of the network's output classes, in label order: the digits by default.
-
-    The one place the page and the API take names from, so that a dataset with named
-    classes only has to be looked up here."""
-    return [str(label) for label in range(config.sizes[-1])]
+def class_names(checkpoint: Checkpoint) -> list[str]:
+    """The names of the network's output classes, in label order ('0'..'9' for MNIST)."""
+    return weights.class_names(checkpoint)
 
 
 def saved_epoch(checkpoint: Checkpoint) -> dict | None:
@@ -51,8 +49,9 @@ def summary(checkpoint: Checkpoint, name: str) -> dict:
     test = (row or {}).get("evaluations", {}).get("test")
     return {
         "file": name,
-        "dataset": config.data.dataset,
-        "classes": class_names(config),
+        "dataset": checkpoint.dataset.title,
+        "classes": class_names(checkpoint),
+        "image_shape": list(checkpoint.dataset.image_shape),
         "input": network.sizes[0],
         "layers": layers,
         "parameters": network.parameter_count(),
