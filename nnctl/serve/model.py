@@ -6,11 +6,6 @@ from nnctl import weights
 from nnctl.weights import Checkpoint
 
 
-def class_names(checkpoint: Checkpoint) -> list[str]:
-    """The names of the network's output classes, in label order ('0'..'9' for MNIST)."""
-    return weights.class_names(checkpoint)
-
-
 def saved_epoch(checkpoint: Checkpoint) -> dict | None:
     """The history row of the epoch whose weights the file holds.
 
@@ -50,7 +45,7 @@ def summary(checkpoint: Checkpoint, name: str) -> dict:
     return {
         "file": name,
         "dataset": checkpoint.dataset.title,
-        "classes": class_names(checkpoint),
+        "classes": weights.class_names(checkpoint),
         "image_shape": list(checkpoint.dataset.image_shape),
         "input": network.sizes[0],
         "layers": layers,
