@@ -355,6 +355,9 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch, tmp_path):
 def test_serve_with_a_missing_weights_file_or_a_busy_port_is_one_line(checkpoint, tmp_path):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "none.npz")])
     assert result.exit_code == 2 and "no such weights file" in result.output
+    (tmp_path / "c.yaml").write_text("model: {}\n")
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 2 and "is a YAML config, not a weights file" in result.output
     weights.save(tmp_path / "w.npz", checkpoint)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
