@@ -359,8 +359,10 @@ def serve(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
     """A page in the browser: draw a digit and watch the network read it (the serve extra)."""
+    from nnctl.cli.swapped import refuse_as_weights
     from nnctl.serve.server import serve as run_server
 
+    refuse_as_weights(weights, "serve")
     run_server(weights, host, port, open_browser, say=typer.echo,
                warn=lambda text: typer.echo(text, err=True))
 
