@@ -145,15 +145,31 @@ class Config:
 
 
 class _Checker:
-    """Reads typed values out of nested mappings, collecting one line per problem."""
+    """Reads typed values out of nested mappings, collecting one line per problem.
 
-    def __init__(self, source: str, lines: dict[str, int]):
+    `options` maps the key paths a command-line option set to the option's name, so that
+    a bad value is blamed on the option and not on the file."""
+
+    def __init__(self, source: str, lines: dict[str, int], options: dict[str, str] | None = None):
         self.source, self.lines, self.errors = source, lines, []
+        self.options = options or {}
+        self.positions: list[int] = []  # the line of each error, for report()
 
     def fail(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
+        if path in self.options:
+            self.errors.append(f"{self.options[path]}: {message}")
+            self.positions.append(0)
+            return
+        line = _line_of(path, self.lines)
         where = f"{self.source}:{line}" if line else self.source
         self.errors.append(f"{where}: {path}: {message}")
+        self.positions.append(line or 0)
+
+    def report(self) -> str:
+        """Every error, the options' first and then the file's in the order of its lines."""
+        order = sorted(range(len(self.errors)),
+                       key=lambda i: self.positions[i] if i < len(self.positions) else 0)
+        return "\n".join(self.errors[i] for i in order)
 
     def section(self, raw: Any, path: str, known: tuple[str, ...]) -> dict:
         if raw is None:
@@ -164,7 +180,7 @@ class _Checker:
             return {}
         for key in raw:
             if key not in known:
-                guess = difflib.get_close_matches(str(key), known, n=1)
+                guess = difflib.get_close_matches(str(key).lower(), known, n=1)
                 hint = f"; did you mean '{guess[0]}'?" if guess else f"; known: {', '.join(known)}"
                 self.fail(_join(path, key), f"unknown key{hint}")
         return raw
@@ -198,8 +214,7 @@ class _Checker:
         below = value <= low if low_open else value < low
         above = value >= high if high_open else value > high
         if not math.isfinite(value) or below or above:
-            lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-            self.fail(where, f"must be a finite number in {lo}, {hi}, got {value:g}")
+            self.fail(where, f"must be {_range_text(low, high, low_open, high_open)}, got {value:g}")
             return default
         return value
 
@@ -213,14 +228,15 @@ class _Checker:
     def choice(self, raw: dict, path: str, key: str, default: str | None, options) -> str:
         value = raw.get(key, default)
         where = _join(path, key)
+        by_case = {str(option).lower(): option for option in options}
         if value is None:
             self.fail(where, f"is required; one of {', '.join(options)}")
-        elif not isinstance(value, str) or value not in options:
-            guess = difflib.get_close_matches(str(value), list(options), n=1)
-            hint = f"; did you mean '{guess[0]}'?" if guess else ""
-            self.fail(where, f"unknown value {value!r}{hint} (one of {', '.join(options)})")
+        elif isinstance(value, str) and value.lower() in by_case:
+            return by_case[value.lower()]  # names are case-insensitive: ReLU is relu
         else:
-            return value
+            guess = difflib.get_close_matches(str(value).lower(), list(by_case), n=1)
+            hint = f"; did you mean '{by_case[guess[0]]}'?" if guess else ""
+            self.fail(where, f"unknown value {value!r}{hint} (one of {', '.join(options)})")
         return default
 
     def text(self, raw: dict, path: str, key: str, default: str | None) -> str | None:
@@ -238,6 +254,25 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _line_of(path: str, lines: dict[str, int]) -> int | None:
+    """The line of a key path, else of its nearest parent that has one ('optimizer: adamw'
+    has no line for training.optimizer.name, but one for training.optimizer)."""
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return None
+
+
+def _range_text(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    """'a number > 0', 'a number >= 0' or 'a number in [0, 1)'."""
+    if math.isinf(high):
+        return f"a finite number {'>' if low_open else '>='} {low:g}"
+    return (f"a number in {'(' if low_open else '['}{low:g}, "
+            f"{high:g}{')' if high_open else ']'}")
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -246,10 +281,12 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                options: dict[str, str] | None = None) -> Config:
     """Read and validate a YAML config file; raise ConfigError listing every problem.
 
-    `overrides` maps dotted key paths ('training.epochs') to values that replace the file's."""
+    `overrides` maps dotted key paths ('training.epochs') to values that replace the file's;
+    `options` names the command-line option each came from, for the error messages."""
     path = Path(path)
     raw, lines = load_yaml(path)
     if raw is None:
@@ -265,16 +302,18 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
             section = section[name]
         section[leaf] = value
         lines.pop(key, None)
-    return validate(raw, str(path), lines)
+    named = {key: name for key, name in (options or {}).items() if key in (overrides or {})}
+    return validate(raw, str(path), lines, named)
 
 
 def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = None,
-             read_data: bool = True) -> Config:
-    """`read_data` False skips reading a user's IDX folder (a weights file's config)."""
-    c = _Checker(source, lines or {})
+             options: dict[str, str] | None = None, read_data: bool = True) -> Config:
+    """`read_data` False skips reading a user's IDX folder (a weights file's config);
+    `options` names the command-line option that set a key, for the messages."""
+    c = _Checker(source, lines or {}, options)
     top = c.section(raw, "", ("data", "model", "loss", "training", "output"))
     if not isinstance(raw, dict):
-        raise ConfigError("\n".join(c.errors))
+        raise ConfigError(c.report())
 
     d = c.section(top.get("data"), "data",
                   ("dataset", "dir", "validation", "scaling", "augment", "limit", "path",
@@ -335,7 +374,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     config = Config(model, data, loss, training, output)
     _cross_checks(c, config, dataset)
     if c.errors:
-        raise ConfigError("\n".join(c.errors))
+        raise ConfigError(c.report())
     return config
 
 

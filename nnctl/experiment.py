@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import tempfile
 import time
@@ -27,7 +28,7 @@ from nnctl.data.source import load_split, resolve_config
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import NnctlError, UsageError
 from nnctl.losses import Loss, get_loss
-from nnctl.metrics import ClassFigures, confusion_matrix, per_class
+from nnctl.metrics import ClassFigures, averages, confusion_matrix, per_class
 from nnctl.monitor import best_of, improves, score
 from nnctl.network import Network
 from nnctl.optimizers import Adam, Optimizer, SGD
@@ -127,15 +128,79 @@ class TrainingResult:
     restored_epoch: int = 0  # early stopping put this epoch's weights in the file
 
 
-def best_epoch(history: list[dict]) -> tuple[int, str]:
-    """The epoch with the best validation accuracy, or test accuracy when none is held out."""
+def best_epoch(history: list[dict], monitor: str = "validation_accuracy",
+               min_delta: float = 0.0) -> tuple[int, str]:
+    """The epoch with the best monitored validation figure; without a validation split there
+    is no best epoch (the test set is only reported, never used to choose), only the last."""
     if not history:
         return 0, ""
-    split = "validation" if "validation" in history[-1]["evaluations"] else "test"
-    if split not in history[-1]["evaluations"]:
+    if "validation" not in history[-1]["evaluations"]:
         return history[-1]["epoch"], ""
-    best = max(history, key=lambda r: r["evaluations"][split]["accuracy"])
-    return best["epoch"], split
+    return best_of(history, monitor, min_delta)[0], "validation"
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    """{'training.epochs': 3, 'model.layers[0].units': 32, ...} from a config's to_dict()."""
+    if isinstance(value, dict):
+        items = ((f"{prefix}.{key}" if prefix else str(key), item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{prefix}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return {prefix: value}
+    flat: dict[str, object] = {}
+    for path, item in items:
+        flat.update(_flatten(item, path))
+    return flat
+
+
+# Settings that say where files go, not what is trained: a resumed run may change them.
+WHERE_NOT_WHAT = ("output", "data.dir")
+
+
+def check_resumable(resume: Checkpoint, config: Config, source: str = "the weights file",
+                    options: dict[str, str] | None = None) -> int:
+    """The epoch a resumed run starts at, or a one-line UsageError saying why the checkpoint
+    cannot continue under this config: a resumed run is the very same run (schedule, epochs,
+    batch size, seed, model, data), continued. `options` names the command-line option that
+    set a key, for the message."""
+    state = resume.train_state
+    if not state:
+        stopping = resume.config.training.early_stopping
+        if resume.history and stopping.active:
+            last = resume.history[-1]["epoch"]
+            best = best_epoch(resume.history, stopping.monitor, stopping.min_delta)[0]
+            raise UsageError(
+                f"{source}: cannot resume: early stopping ended this run after epoch {last} "
+                f"and the file holds the weights of its best epoch, {best}, without the "
+                f"optimizer state that would continue from epoch {last}")
+        raise UsageError(f"{source}: cannot resume: the file has no training state")
+    if resume.dataset.name != config.data.dataset:
+        raise UsageError(f"{source}: cannot resume: the weights were trained on "
+                         f"{resume.dataset.title}, the config names {config.data.dataset}")
+    if resume.config.sizes != config.sizes:
+        raise UsageError(f"{source}: cannot resume: the weights have layer sizes "
+                         f"{resume.config.sizes}, the config {config.sizes}")
+    before, now = _flatten(resume.config.to_dict()), _flatten(config.to_dict())
+    for key in list(now) + [key for key in before if key not in now]:
+        if key in WHERE_NOT_WHAT or before.get(key) == now.get(key):
+            continue
+        via = f" (from {options[key]})" if options and key in options else ""
+        raise UsageError(
+            f"{source}: cannot resume: {key} was {_shown(before.get(key))} in that run and is "
+            f"{_shown(now.get(key))} now{via}; a resumed run continues the very same run")
+    try:
+        done = int(state["epochs_done"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"{source}: the training state is damaged ({error})") from None
+    epochs = config.training.epochs
+    if done >= epochs:
+        raise UsageError(f"{source}: nothing to resume: all {epochs} epoch{'s' * (epochs != 1)} "
+                         "of this run are done (train without --resume to start a new run)")
+    return done + 1
+
+
+def _shown(value: object) -> str:
+    return "unset" if value is None else json.dumps(value)
 
 
 def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
@@ -144,17 +209,17 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
           observer: DownloadObserver | None = None,
           resume: Checkpoint | None = None,
           on_start: Callable[[Network], None] | None = None,
-          command: str = "nnctl train CONFIG", log_every: int = 0,
+          command: str | None = None, log_every: int = 0,
           on_log: Callable[[BatchLog], None] | None = None) -> TrainingResult:
     """Train as the config says, saving a resumable checkpoint at `out` after every epoch.
 
     `on_start(network)` is called once the data is ready and the network built or restored;
-    `command` is how the user started this run, for the message that says how to resume."""
+    `command` is the command that continues this run, for the message after an interrupt."""
     out = Path(out)
     started = time.perf_counter()
-    if resume is not None and resume.dataset.name != config.data.dataset:
-        raise UsageError(f"cannot resume: the weights were trained on {resume.dataset.title}, "
-                         f"the config names {config.data.dataset}")
+    if resume is not None:
+        check_resumable(resume, config)
+    _fail_early_if_unwritable(out)  # before a download, not after the first epoch
     splits = prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)
@@ -212,8 +277,6 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
             on_epoch(report)
         return stopping.active and report.epoch - best["epoch"] >= stopping.patience
 
-    if first <= config.training.epochs:
-        _fail_early_if_unwritable(out)
     if on_start is not None:
         on_start(network)
     try:
@@ -226,8 +289,9 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 log_every=log_every, on_log=on_log)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
-        where = (f"the weights of epoch {done} are in {out}; continue with: {command} "
-                 f"--resume {out}") if done else "no epoch was completed, nothing saved"
+        again = command or f"nnctl train CONFIG --resume {out}"
+        where = (f"the weights of epoch {done} are in {out}; continue with: {again}"
+                 if done else "no epoch was completed, nothing saved")
         raise TrainingInterrupted(f"interrupted; {where}") from None
     restored = 0
     if stopping.active and best["params"] is not None and best["epoch"] != history[-1]["epoch"]:
@@ -237,7 +301,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         save_state(None)  # an early-stopped run is over: its file holds the best weights only
     elif save_best and best["params"] is not None and history:
         restored = best["epoch"] if best["epoch"] != history[-1]["epoch"] else 0
-    epoch, metric = best_epoch(history)
+    epoch, metric = best_epoch(history, monitor, stopping.min_delta)
     return TrainingResult(history, epoch, metric, time.perf_counter() - started, out, restored)
 
 
@@ -269,11 +333,6 @@ def _restore(resume: Checkpoint, config: Config, splits: Splits, rng: np.random.
     """Continue where the checkpoint stopped: weights, optimizer state, shuffling, history.
     Also returns the weights the file holds (a save-best file's best epoch)."""
     state = resume.train_state
-    if not state:
-        raise UsageError("the weights file has no training state to resume from")
-    if resume.config.sizes != config.sizes:
-        raise UsageError(f"cannot resume: the weights have layer sizes {resume.config.sizes}, "
-                         f"the config {config.sizes}")
     try:
         rng.bit_generator.state = state["rng"]
         optimizer.steps = int(state["optimizer_steps"])
@@ -315,6 +374,7 @@ class EvaluationReport:
             "samples": self.samples,
             "classes": list(self.names),
             "per_class": [{**vars(c), "name": self.names[c.label]} for c in self.classes],
+            "averages": averages(self.classes),
             "confusion": self.confusion.tolist(),
         }
 
@@ -323,13 +383,21 @@ def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
                         data_dir: str | Path | None = None,
                         observer: DownloadObserver | None = None) -> EvaluationReport:
     """Accuracy, loss, per-class figures and confusion of a trained network on a split; only
-    that split is loaded (or downloaded)."""
-    dataset = resolve_config(checkpoint.config.data)
+    that split is loaded (or downloaded). `validation` is the images training held out."""
+    data = checkpoint.config.data
+    if split == "validation" and not data.validation:
+        raise UsageError("--split validation: these weights were trained without a validation "
+                         "split (data.validation is 0)")
+    dataset = resolve_config(data)
     if (dataset.image_shape, dataset.num_classes) != (checkpoint.dataset.image_shape,
                                                       checkpoint.dataset.num_classes):
         raise UsageError(f"{dataset.title} is not the data this model was trained on "
                          f"({checkpoint.dataset.title})")
-    images, labels = load_split(dataset, split, data_dir or checkpoint.config.data.dir, observer)
+    source = "train" if split == "validation" else split
+    images, labels = load_split(dataset, source, data_dir or data.dir, observer)
+    if split == "validation":
+        keep, held = data.sizes(len(images))
+        images, labels = images[keep:keep + held], labels[keep:keep + held]
     network = checkpoint.network
     x = checkpoint.scaler.transform(images, network.dtype)
     loss: Loss = get_loss(checkpoint.config.loss)

@@ -10,6 +10,7 @@ import numpy as np
 
 from nnctl.data.datasets import Dataset
 from nnctl.errors import UsageError
+from nnctl.imaging import light_border
 from nnctl.weights import Checkpoint
 
 Preparation = Callable[[Path, bool], np.ndarray]
@@ -22,7 +23,14 @@ class Prediction:
     probabilities: np.ndarray | None = None
     pixels: np.ndarray | None = None  # the inputs as the network saw them, (height, width)
     error: str | None = None
+    warning: str | None = None
+    normalised: bool = True  # a softmax output: the values are probabilities summing to 1
     classes: tuple[str, ...] = ()  # the class names, indexed as the probabilities
+
+    @property
+    def kind(self) -> str:
+        """What the output values are: probabilities (softmax) or scores (any other output)."""
+        return "probabilities" if self.normalised else "scores"
 
     @property
     def name(self) -> str | None:
@@ -32,7 +40,7 @@ class Prediction:
         if self.error:
             return {"file": str(self.file), "error": self.error}
         return {"file": str(self.file), "label": self.label, "class": self.name,
-                "probabilities": [round(float(p), 6) for p in self.probabilities],
+                self.kind: [round(float(p), 6) for p in self.probabilities],
                 "classes": list(self.classes)}
 
 
@@ -68,9 +76,15 @@ def predict_files(checkpoint: Checkpoint, paths: list[Path], raw: bool = False
     prepare = preparation(checkpoint.dataset)
     results: list[Prediction | None] = []
     inputs = []
-    for path in paths:
+    warnings: dict[int, str] = {}
+    for index, path in enumerate(paths):
         try:
-            inputs.append(checkpoint.scaler.transform(prepare(path, raw), checkpoint.network.dtype))
+            pixels = prepare(path, raw)
+            if raw and checkpoint.dataset.preparation == "digit" and light_border(pixels):
+                warnings[index] = ("--raw takes the image as it is, but its border is light: "
+                                   "MNIST digits are light on black; leave out --raw to invert "
+                                   "and centre it")
+            inputs.append(checkpoint.scaler.transform(pixels, checkpoint.network.dtype))
             results.append(None)  # filled in once the batch is classified
         except UsageError as error:
             results.append(Prediction(path, error=str(error).removeprefix(f"{path}: ")))
@@ -78,10 +92,12 @@ def predict_files(checkpoint: Checkpoint, paths: list[Path], raw: bool = False
         return results
     batch = np.stack(inputs)
     outputs = zip(checkpoint.network.forward(batch), batch)
+    normalised = checkpoint.network.activations[-1].name == "softmax"
     for index, result in enumerate(results):
         if result is None:
             p, pixels = next(outputs)
             results[index] = Prediction(paths[index], int(np.argmax(p)), p,
                                         pixels.reshape(checkpoint.dataset.image_shape),
+                                        warning=warnings.get(index), normalised=normalised,
                                         classes=checkpoint.dataset.classes)
     return results

@@ -27,6 +27,7 @@ from nnctl.data.datasets import MNIST, Dataset
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.data.source import from_record, to_record
 from nnctl.errors import ConfigError, NnctlError, UsageError
+from nnctl.filemode import set_mode_for
 from nnctl.network import Network
 
 FORMAT_VERSION = 2
@@ -75,7 +76,8 @@ def check_writable(path: Path) -> Path:
     """The directory a weights file can be written in, or a one-line error saying why not."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise UsageError(f"{path}: the directory {directory} does not exist")
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise UsageError(f"{path}: the directory {directory} {problem}")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a file name for the weights")
     return directory
@@ -88,6 +90,7 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except OSError as error:
         raise NnctlError(f"{path}: cannot write there ({error.strerror})") from None
     try:
+        set_mode_for(fd, path)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
             handle.flush()

@@ -27,7 +27,9 @@ app.add_typer(data_app, name="data")
 DatasetName = Annotated[str, typer.Option(
     "--dataset", help="Which dataset: mnist or fashion-mnist.")]
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Where datasets are cached [default: $NNCTL_DATA_DIR, else ./data].")]
+    "--data-dir", help="Where datasets are cached; a relative path is relative to the "
+                       "current directory \\[default: the config's data.dir, else "
+                       "$NNCTL_DATA_DIR, else ./data].")]
 
 
 def guarded(command: Callable) -> Callable:
@@ -48,10 +50,10 @@ def guarded(command: Callable) -> Callable:
     return run
 
 
-def _console(quiet: bool = False):
-    from rich.console import Console
+def _console(quiet: bool = False, stderr: bool = False):
+    from nnctl.cli.console import make_console
 
-    return Console(quiet=quiet, highlight=False)
+    return make_console(quiet, stderr)
 
 
 def _version(value: bool) -> None:
@@ -71,7 +73,7 @@ def root(version: Annotated[bool, typer.Option(
 @guarded
 def train(
     config: Annotated[Path, typer.Argument(help="The YAML config describing the run.")],
-    out: Annotated[Optional[Path], typer.Option(help="Weights file to write [default: the config's output].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Weights file to write \\[default: the config's output].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override training.epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override training.batch_size.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Override training.learning_rate.")] = None,
@@ -86,44 +88,102 @@ def train(
     """Train a network on the dataset CONFIG names (MNIST by default), and save its weights."""
     from nnctl import experiment, weights
     from nnctl.cli import render
+    from nnctl.cli.hint import resume_command
     from nnctl.cli.progress import DownloadBars, EpochBar
+    from nnctl.cli.swapped import refuse_weights_as_config
     from nnctl.config import load_config
 
+    refuse_weights_as_config(config, "train")
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.learning_rate": learning_rate, "training.seed": seed,
                  "data.limit": limit}
-    settings = load_config(config, {k: v for k, v in overrides.items() if v is not None})
+    given = {key: value for key, value in overrides.items() if value is not None}
+    settings = load_config(config, given, OVERRIDE_OPTIONS)
     checkpoint = weights.load(resume) if resume else None
+    first = 1
+    if checkpoint is not None:
+        first = experiment.check_resumable(checkpoint, settings, str(resume),
+                                           {k: OVERRIDE_OPTIONS[k] for k in given})
+    target = out or resume or Path(settings.output)
+    again = resume_command(config, target, {
+        "--epochs": epochs, "--batch-size": batch_size, "--learning-rate": learning_rate,
+        "--seed": seed, "--data-dir": data_dir, "--metrics": metrics, "--limit": limit,
+        "--log-every": log_every or None, "--quiet": quiet})
     console = _console(quiet)
+    observer = DownloadBars(console)
+    if not quiet:
+        from nnctl.data.source import resolve_config
+
+        observer = _Announcing(observer, data_dir or settings.data.dir,
+                               resolve_config(settings.data))
     rows = render.EpochTable(console, settings.training.epochs)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
+        def on_start(network) -> None:
+            render.model_summary(console, network, settings)
+            if checkpoint is not None:
+                console.print(f"resuming at epoch {first} of {settings.training.epochs}")
+
         def on_epoch(report) -> None:
             rows.add(report)
             log(report)
 
         result = experiment.train(
-            settings, out or resume or Path(settings.output), data_dir,
-            on_start=lambda network: render.model_summary(console, network, settings),
-            on_epoch=on_epoch,
-            on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint,
-            command=f"nnctl train {config}", log_every=log_every,
+            settings, target, data_dir, on_start=on_start, on_epoch=on_epoch,
+            on_batch=bar.on_batch, observer=observer, resume=checkpoint,
+            command=again, log_every=log_every,
             on_log=lambda log: render.batch_log(console, log))
     render.training_summary(console, result)
 
 
+# The config key each option of `nnctl train` overrides, named in errors about its value.
+OVERRIDE_OPTIONS = {"training.epochs": "--epochs", "training.batch_size": "--batch-size",
+                    "training.learning_rate": "--learning-rate", "training.seed": "--seed",
+                    "data.limit": "--limit"}
+
+
+class _Announcing:
+    """A download observer that first says where a dataset is being downloaded and why: a
+    relative data directory is relative to the current directory, and a run from another
+    directory would otherwise start a second download without a word."""
+
+    SIZES = {"mnist": " (11 MB, 55 MB on disk)", "fashion-mnist": " (30 MB, 55 MB on disk)"}
+
+    def __init__(self, inner: Any, data_dir: Any, dataset: Any):
+        self.inner, self.data_dir, self.dataset, self.said = inner, data_dir, dataset, False
+
+    def start(self, label: str, total: Optional[int]) -> None:
+        if not self.said:
+            from nnctl.data.mnist import DATA_DIR_ENV, cache_dir, resolve_data_dir
+
+            folder = cache_dir(resolve_data_dir(self.data_dir), self.dataset).resolve()
+            size = self.SIZES.get(self.dataset.name, "")
+            typer.echo(f"{self.dataset.title} is not cached in {folder}: downloading it{size}. "
+                       "Data directories are relative to the current directory; set "
+                       f"{DATA_DIR_ENV} to one absolute path to share a single cache.", err=True)
+            self.said = True
+        self.inner.start(label, total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 @contextlib.contextmanager
 def _metrics_log(path: Optional[Path]):
-    """A function that appends an epoch report as one JSON line (or does nothing)."""
+    """A function that appends an epoch report as one JSON line (or does nothing). Every line
+    carries `run`, the UTC time the command started, so runs appended to one file separate."""
     if path is None:
         yield lambda report: None
         return
+    from datetime import datetime, timezone
+
+    run = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     try:
         sink = open(path, "a", encoding="utf-8")
     except OSError as error:
         raise UsageError(f"{path}: cannot write the metrics file ({error.strerror})") from None
     with sink:
         def write(report) -> None:
-            sink.write(json.dumps(report.as_dict()) + "\n")
+            sink.write(json.dumps({"run": run, **report.as_dict()}) + "\n")
             sink.flush()
         yield write
 
@@ -133,19 +193,27 @@ def _metrics_log(path: Optional[Path]):
 def evaluate(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     data_dir: DataDir = None,
-    split: Annotated[str, typer.Option(help="Which split: test or train.")] = "test",
+    split: Annotated[str, typer.Option(
+        help="Which split: test, train, or validation (the training images the run held "
+             "out).")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Accuracy, loss, per-class figures and the confusion matrix on a split of its dataset."""
-    if split not in ("test", "train"):
-        raise UsageError(f"--split must be test or train, not {split!r}")
+    if split not in ("test", "train", "validation"):
+        raise UsageError(f"--split must be test, train or validation, not {split!r}")
     from nnctl import experiment, weights as weights_file
     from nnctl.cli import render
     from nnctl.cli.progress import DownloadBars
+    from nnctl.cli.swapped import refuse_as_weights
 
+    refuse_as_weights(weights, "evaluate")
     checkpoint = weights_file.load(weights)
     console = _console()
-    report = experiment.evaluate_checkpoint(checkpoint, split, data_dir, DownloadBars(console))
+    observer = DownloadBars(console)
+    if not as_json:
+        observer = _Announcing(observer, data_dir or checkpoint.config.data.dir,
+                               checkpoint.dataset)
+    report = experiment.evaluate_checkpoint(checkpoint, split, data_dir, observer)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
@@ -165,19 +233,24 @@ def predict(
     """Classify your own images, prepared the way the model's dataset was made."""
     from nnctl import weights as weights_file
     from nnctl.cli import render
+    from nnctl.cli.swapped import refuse_as_weights, refuse_weights_as_images
     from nnctl.predict import predict_files
 
+    refuse_weights_as_images(images, weights)
+    refuse_as_weights(weights, "predict")
     checkpoint = weights_file.load(weights)
     results = predict_files(checkpoint, images, raw)
+    for r in results:
+        if r.warning:
+            typer.echo(f"warning: {r.file}: {r.warning}", err=True)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results]))
     else:
-        render.predictions(_console(), results, top_k, show)
+        render.predictions(_console(), [r for r in results if not r.error], top_k, show)
     failed = [r for r in results if r.error]
+    for r in failed:
+        typer.echo(f"error: {r.file}: {r.error}", err=True)
     if failed:
-        if as_json:
-            for r in failed:
-                typer.echo(f"error: {r.file}: {r.error}", err=True)
         raise typer.Exit(2)
 
 
@@ -192,13 +265,17 @@ def gradcheck(
 ) -> None:
     """Check backprop's gradients against finite differences, tensor by tensor."""
     from nnctl.cli import render
+    from nnctl.cli.swapped import refuse_weights_as_config
     from nnctl.config import load_config
     from nnctl.gradcheck import check_config
 
+    if not 0 < threshold < float("inf"):
+        raise UsageError(f"--threshold: must be a finite number > 0, got {threshold:g}")
+    refuse_weights_as_config(config, "gradcheck")
     settings = load_config(config)
     checks, source = check_config(settings, samples, entries, data_dir)
     console = _console()
-    console.print(f"{samples} samples from {source}")
+    console.print(f"{render.count(samples, 'sample')} from {source}")
     render.gradient_checks(console, checks, threshold)
     worst = max(c.relative_error for c in checks)
     if worst > threshold:
@@ -210,12 +287,14 @@ def gradcheck(
 @guarded
 def plot(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("curves.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="The image to write: .png, .svg, .pdf, ...")] = Path("curves.png"),
 ) -> None:
-    """Draw the training curves stored in a weights file (needs matplotlib: nnctl[plot])."""
+    """Draw the training curves stored in a weights file (needs matplotlib)."""
     from nnctl import weights as weights_file
+    from nnctl.cli.swapped import refuse_as_weights
     from nnctl.plot import plot_history
 
+    refuse_as_weights(weights, "plot")
     checkpoint = weights_file.load(weights)
     plot_history(checkpoint.history, out, title=f"{weights} ({checkpoint.dataset.title})")
     typer.echo(f"curves written to {out}")

@@ -8,15 +8,23 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-# Training loss and accuracy are "loss" and "acc", as Keras prints them; the widths fit the
-# headers and their values, 77 columns in all, so that no header is cut on an 80-column
-# terminal or in a log.
-EPOCH_COLUMNS = [("epoch", 5), ("lr", 7), ("loss", 6), ("acc", 7), ("val loss", 8),
-                 ("val acc", 7), ("test loss", 9), ("test acc", 8), ("time", 6), ("ETA", 7)]
+from nnctl.metrics import averages
+
+# (header, width of its values, shown only where there is room). The widest value is
+# "100.00%", "0.00316" (a learning rate), "12345.6s" or an ETA "1:02:03".
+EPOCH_COLUMNS = [("epoch", 5, False), ("lr", 7, True), ("train loss", 6, False),
+                 ("train acc", 7, False), ("val loss", 6, False), ("val acc", 7, False),
+                 ("test loss", 6, False), ("test acc", 7, False), ("seconds", 7, False),
+                 ("ETA", 7, True)]
 
 
 def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
+
+
+def count(n: int, word: str) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def model_summary(console: Console, network, config) -> None:
@@ -36,15 +44,30 @@ def model_summary(console: Console, network, config) -> None:
     extras = (f"momentum {o.momentum:g}{' nesterov' if o.nesterov else ''}" if o.name == "sgd"
               else f"beta1 {o.beta1:g} beta2 {o.beta2:g}")
     console.print(f"loss {config.loss}; optimizer {o.name} (learning rate {t.learning_rate:g}, {extras}, weight "
-                  f"decay {o.weight_decay:g}), batch {t.batch_size}, {t.epochs} epochs, seed "
+                  f"decay {o.weight_decay:g}), batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed "
                   f"{t.seed}, {t.dtype}", highlight=False)
 
 
-def _epoch_table(header: bool) -> Table:
+def _epoch_columns(width: int | None) -> list[tuple[str, str, int]]:
+    """(name, header, width) of the columns that fit `width` (the console's): one-line headers
+    where there is room, else two-line ones ("train" over "loss"), else without the optional
+    columns; never a header cut short."""
+    def fits(columns) -> bool:
+        return width is None or sum(size for *_, size in columns) + len(columns) - 1 <= width
+
+    one_line = [(name, name, max(size, len(name))) for name, size, _ in EPOCH_COLUMNS]
+    two_lines = [(name, name.replace(" ", "\n"), max(size, *map(len, name.split())))
+                 for name, size, _ in EPOCH_COLUMNS]
+    essential = [column for column, (*_, optional) in zip(two_lines, EPOCH_COLUMNS)
+                 if not optional]
+    return next((c for c in (one_line, two_lines) if fits(c)), essential)
+
+
+def _epoch_table(header: bool, columns: list[tuple[str, str, int]]) -> Table:
     table = Table(box=None, show_header=header, header_style="bold", pad_edge=False,
                   padding=(0, 0, 0, 1))
-    for name, width in EPOCH_COLUMNS:
-        table.add_column(name, justify="right", width=width, no_wrap=True)
+    for _, heading, size in columns:
+        table.add_column(heading, justify="right", width=size, no_wrap=True)
     return table
 
 
@@ -62,7 +85,8 @@ class EpochTable:
         self.rows += 1
         self.seconds += report.seconds
         left = max(0, self.epochs - report.epoch) * self.seconds / self.rows
-        self.console.print(epoch_row(report, header=self.rows == 1, eta=left))
+        self.console.print(epoch_row(report, header=self.rows == 1, eta=left,
+                                     width=self.console.width))
 
 
 def _duration(seconds: float) -> str:
@@ -71,16 +95,23 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
-def epoch_row(report, header: bool = False, eta: float | None = None) -> Table:
+def epoch_row(report, header: bool = False, eta: float | None = None,
+              width: int | None = None) -> Table:
     evaluations = report.evaluations
     val = evaluations.get("validation")
     test = evaluations.get("test")
-    table = _epoch_table(header)
-    table.add_row(str(report.epoch), f"{report.learning_rate:.3g}", f"{report.train_loss:.4f}",
-                  _percent(report.train_accuracy), f"{val.loss:.4f}" if val else "-",
-                  _percent(val.accuracy) if val else "-", f"{test.loss:.4f}" if test else "-",
-                  _percent(test.accuracy) if test else "-", f"{report.seconds:.1f}s",
-                  _duration(eta) if eta else "-")
+    cells = {
+        "epoch": str(report.epoch), "lr": f"{report.learning_rate:.3g}",
+        "train loss": f"{report.train_loss:.4f}", "train acc": _percent(report.train_accuracy),
+        "val loss": f"{val.loss:.4f}" if val else "-",
+        "val acc": _percent(val.accuracy) if val else "-",
+        "test loss": f"{test.loss:.4f}" if test else "-",
+        "test acc": _percent(test.accuracy) if test else "-",
+        "seconds": f"{report.seconds:.1f}", "ETA": _duration(eta) if eta else "-",
+    }
+    columns = _epoch_columns(width)
+    table = _epoch_table(header, columns)
+    table.add_row(*(cells[name] for name, *_ in columns))
     return table
 
 
@@ -114,15 +145,20 @@ def training_summary(console: Console, result) -> None:
 
 
 def evaluation(console: Console, report) -> None:
-    console.print(f"{report.split} set: {report.samples} samples, accuracy "
-                  f"[bold]{_percent(report.accuracy)}[/], mean loss {report.loss:.4f}")
+    console.print(Text.assemble(f"{report.split} set: {count(report.samples, 'sample')}, "
+                                "accuracy ", (_percent(report.accuracy), "bold"),
+                                f", mean loss {report.loss:.4f}"))
     figures = Table(title="per class", box=box.SIMPLE_HEAD, title_justify="left")
     digits = report.names == tuple(str(label) for label in range(len(report.names)))
     for name in ("digit" if digits else "class", "precision", "recall", "F1", "support"):
         figures.add_column(name, justify="left" if name == "class" else "right")
     for c in report.classes:
         figures.add_row(_class_label(report.names, c.label), _percent(c.precision),
-                        _percent(c.recall), f"{c.f1:.4f}", str(c.support))
+                        _percent(c.recall), _percent(c.f1), str(c.support))
+    figures.add_section()
+    for name, mean in averages(report.classes).items():
+        figures.add_row(f"{name} avg", _percent(mean["precision"]), _percent(mean["recall"]),
+                        _percent(mean["f1"]), str(mean["support"]))
     console.print(figures)
     console.print(confusion_table(report.confusion, None if digits else report.names))
 
@@ -158,21 +194,26 @@ def confusion_table(confusion: np.ndarray, names=None) -> Table:
 
 
 def predictions(console: Console, results, top_k: int, show: bool) -> None:
+    """Each image's digit and its top-k outputs: probabilities as percentages with a bar for a
+    softmax output, plain scores (which need not sum to 1) for any other output."""
     for item in results:
         if item.error:
-            console.print(Text(f"{item.file}: error: {item.error}", style="red"), soft_wrap=True)
-            continue
+            continue  # errors go to stderr, from the command
         names = item.classes or tuple(str(label) for label in range(len(item.probabilities)))
-        top = 100 * float(item.probabilities[item.label])
+        top = float(item.probabilities[item.label])
+        figure = f" {100 * top:.1f}%" if item.normalised else " (scores)"
         console.print(Text.assemble((str(item.file), "bold"), ": ",
-                                    (names[item.label], "bold green"), f" {top:.1f}%"),
+                                    (names[item.label], "bold green"), figure),
                       soft_wrap=True)
         order = np.argsort(item.probabilities)[::-1][:top_k]
         width = max(len(names[label]) for label in order)
         for label in order:
             p = float(item.probabilities[label])
+            if not item.normalised:
+                console.print(Text(f"  {names[label]:<{width}}  {p:8.4f}"))
+                continue
             bar = "█" * round(30 * p)
-            console.print(Text(f"  {names[label]:<{width}}  {bar:<30} {100 * p:6.2f}%"))
+            console.print(Text(f"  {names[label]:<{width}}  {bar:<30} {100 * p:6.2f}%".rstrip()))
         if show:
             console.print(ascii_digit(item.pixels))
 

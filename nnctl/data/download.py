@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nnctl.errors import DownloadError
+from nnctl.filemode import set_mode_for
 
 MIRROR_ENV = "NNCTL_MNIST_MIRROR"
 DEFAULT_MIRRORS = (
@@ -91,6 +92,7 @@ class _VerifyingWriter:
         self.dest = dest
         self.expected = sha256
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        set_mode_for(fd, dest)
         self.temp = Path(name)
         self.file = os.fdopen(fd, "wb")
         self.digest = hashlib.sha256()
