@@ -300,6 +300,21 @@ def plot(
     typer.echo(f"curves written to {out}")
 
 
+@app.command()
+@guarded
+def serve(
+    weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
+    host: Annotated[str, typer.Option(help="Address to listen on; other than 127.0.0.1 opens it to other machines.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+) -> None:
+    """A page in the browser: draw a digit and watch the network read it (the serve extra)."""
+    from nnctl.serve.server import serve as run_server
+
+    run_server(weights, host, port, open_browser, say=typer.echo,
+               warn=lambda text: typer.echo(text, err=True))
+
+
 @data_app.command("download")
 @guarded
 def data_download(data_dir: DataDir = None, dataset: DatasetName = "mnist") -> None:
