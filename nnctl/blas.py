@@ -25,10 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
+from nnctl import parallel
+
 Array = np.ndarray
 # Below these sizes (elements, multiply-adds) the ctypes call costs more than it saves.
 SMALLEST = 1 << 15
 SMALLEST_PRODUCT = 1 << 20
+# Products are cut into blocks of at least this many multiply-adds, at most BLOCKS_MAX of
+# them, with edges on multiples of ALIGN rows or columns.
+BLOCK_WORK = 1 << 21
+BLOCKS_MAX = 8
+ALIGN = 16
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 # scipy-openblas symbol suffixes and the integer width of their sizes (ILP64 or LP64)
@@ -122,12 +129,51 @@ def _blas_for(out: Array, *inputs: Array) -> _Kernels | None:
 
 def _gemm(blas: _Kernels, out: Array, a: Array, b: Array, trans_a: bool, trans_b: bool,
           alpha: float, beta: float) -> None:
-    """out <- alpha op(a) op(b) + beta out, all row-major; op(x) is x^T where trans_x."""
+    """out <- alpha op(a) op(b) + beta out, all row-major; op(x) is x^T where trans_x.
+
+    The product is cut into the blocks `partition` gives for its shape alone, and each
+    block is one single-threaded GEMM over the whole inner dimension, whichever thread
+    runs it: so every entry's sum is formed the same way with 1, 2 or N threads."""
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    blas.gemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS,
-              m, n, k, alpha, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta,
-              out.ctypes.data, n)
+    lda, ldb = a.shape[1], b.shape[1]
+    size = out.itemsize
+    ta, tb = (_TRANS if trans_a else _NO_TRANS), (_TRANS if trans_b else _NO_TRANS)
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    by_rows, cuts = partition(m, n, k)
+    if len(cuts) == 2:
+        blas.gemm(_ROW_MAJOR, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, n)
+        return
+    gemm = blas.gemm
+
+    def block(index: int) -> None:
+        start, stop = cuts[index], cuts[index + 1]
+        if by_rows:  # rows start:stop of out and of op(a)
+            gemm(_ROW_MAJOR, ta, tb, stop - start, n, k, alpha,
+                 pa + size * (start if trans_a else start * lda), lda, pb, ldb, beta,
+                 pc + size * start * n, n)
+        else:  # columns start:stop of out and of op(b)
+            gemm(_ROW_MAJOR, ta, tb, m, stop - start, k, alpha, pa, lda,
+                 pb + size * (start * ldb if trans_b else start), ldb, beta,
+                 pc + size * start, n)
+
+    parallel.run(block, len(cuts) - 1, (m, n, k, ta, tb))
+
+
+def partition(m: int, n: int, k: int) -> tuple[bool, list[int]]:
+    """How a product (m, k) x (k, n) is cut, from its shape alone: along the longer side of
+    the output (a cut repacks the other operand once per block, and the shorter side's
+    operand is the smaller), in BLOCKS_MAX or fewer blocks of at least BLOCK_WORK
+    multiply-adds, their edges on multiples of ALIGN; returns (by rows, the cut points)."""
+    by_rows = m >= n
+    length = m if by_rows else n
+    blocks = 1
+    while (blocks < BLOCKS_MAX and m * n * k >= 2 * blocks * BLOCK_WORK
+           and length >= 2 * blocks * ALIGN):
+        blocks *= 2
+    step = -(-length // (blocks * ALIGN)) * ALIGN
+    cuts = list(range(0, length, step)) + [length]
+    return by_rows, cuts
 
 
 def add_product(out: Array, left: Array, right: Array, alpha: float, beta: float) -> None:

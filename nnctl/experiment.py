@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from nnctl import threads
 from nnctl.activations import get_activation
 from nnctl.augment import augment
 from nnctl.config import Config
@@ -129,6 +130,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     `command` is how the user started this run, for the message that says how to resume."""
     out = Path(out)
     started = time.perf_counter()
+    thread_count = threads.resolve(config.training.threads)  # a bad NNCTL_THREADS fails here
     splits = prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)
@@ -183,7 +185,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 batch_size=config.training.batch_size, rng=rng, eval_sets=eval_sets,
                 on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
                 schedule=build_schedule(config), augment=build_augmentation(config),
-                transform=splits.scaler.transformer(network.dtype))
+                transform=splits.scaler.transformer(network.dtype), threads=thread_count)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         where = (f"the weights of epoch {done} are in {out}; continue with: {command} "
@@ -252,6 +254,7 @@ class EvaluationReport:
         }
 
 
+@threads.applied
 def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
                         data_dir: str | Path | None = None,
                         observer: DownloadObserver | None = None) -> EvaluationReport:

@@ -22,6 +22,7 @@ from nnctl.errors import NnctlError
 from nnctl.losses import Loss, one_hot
 from nnctl.network import Network
 from nnctl.optimizers import Optimizer
+from nnctl.threads import applied as thread_policy
 
 
 class TrainingDiverged(NnctlError):
@@ -73,6 +74,7 @@ def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
     return Evaluation(total_loss / max(samples, 1), correct / max(samples, 1), samples)
 
 
+@thread_policy
 def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         labels: np.ndarray, *, epochs: int, batch_size: int, rng: np.random.Generator,
         eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -82,6 +84,7 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         schedule: Callable[[int], float] | None = None,
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
         transform: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        threads: int | str | None = None,
         ) -> list[EpochReport]:
     """Train for epochs first_epoch..epochs; `rng` drives shuffling, dropout and augmentation.
 
@@ -89,7 +92,10 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
     every epoch (returning True stops training: early stopping). `schedule(epoch)` sets the
     learning rate at the start of each epoch; `augment(batch, rng)` transforms each batch.
     With `transform(raw, out)`, x stays as given (say uint8 pixels) and each gathered batch
-    is turned into network inputs in `out`; without, x is used in the network's dtype."""
+    is turned into network inputs in `out`; without, x is used in the network's dtype.
+    `threads` (a count or "auto"; None: NNCTL_THREADS, else auto) is how many threads the
+    large products run on, with the BLAS on one thread in each (nnctl/threads.py): the
+    weights come out the same whatever it is."""
     if transform is None:
         x = np.asarray(x, dtype=network.dtype)
     n = len(x)

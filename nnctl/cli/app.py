@@ -78,15 +78,18 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its weights file.")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="Append one JSON line per epoch to this file.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    threads: Annotated[Optional[str], typer.Option(help="Override training.threads: a number or auto [default: $NNCTL_THREADS, else auto].")] = None,
 ) -> None:
     """Train a network on MNIST as CONFIG describes, and save its weights."""
     from nnctl import experiment, weights
     from nnctl.cli import render
     from nnctl.cli.progress import DownloadBars, EpochBar
     from nnctl.config import load_config
+    from nnctl.threads import describe as describe_threads
 
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
-                 "training.learning_rate": learning_rate, "training.seed": seed}
+                 "training.learning_rate": learning_rate, "training.seed": seed,
+                 "training.threads": threads}
     settings = load_config(config, {k: v for k, v in overrides.items() if v is not None})
     checkpoint = weights.load(resume) if resume else None
     console = _console(quiet)
@@ -98,7 +101,8 @@ def train(
 
         result = experiment.train(
             settings, out or resume or Path(settings.output), data_dir,
-            on_start=lambda network: render.model_summary(console, network, settings),
+            on_start=lambda network: render.model_summary(
+                console, network, settings, describe_threads(settings.training.threads)),
             on_epoch=on_epoch,
             on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint,
             command=f"nnctl train {config}")
