@@ -2,6 +2,7 @@
 
     add_product(out, left, right, alpha, beta):  out <- alpha * left^T right + beta * out
     affine(out, a, w, b):                         out <- a w^T + b
+    product(out, a, b):                           out <- a b
     add_scaled(out, alpha, x):                    out <- alpha * x + out
 
 An SGD step W -= lr * delta^T A done with NumPy forms the product (the BLAS first zeroes
@@ -11,7 +12,9 @@ at batch 64, 75 us instead of 120 us on a 2-core machine (timeit, one call each)
 does a momentum step's W -= v on both cores with wide vector instructions, where a NumPy
 ufunc uses one core: 22 us instead of 98 us for a 512x784 matrix (timeit, in isolation).
 This module calls `cblas_?gemm` and `cblas_?axpy` with ctypes in the OpenBLAS that NumPy's
-wheels ship (scipy-openblas), the library NumPy has loaded already, with its thread pool.
+wheels ship (scipy-openblas), the library NumPy has loaded already, with its thread pool
+(held to one thread during training: nnctl/threads.py). A large GEMM is cut into blocks
+that depend on its shape alone, run on nnctl's own threads (nnctl/parallel.py).
 Where that library is not there, or a self-test against NumPy disagrees, the same update
 is done with NumPy; small arrays always are, since there the ctypes call costs more than
 it saves.
@@ -206,6 +209,16 @@ def affine(out: Array, a: Array, w: Array, b: Array) -> None:
     else:
         np.matmul(a, w.T, out=out)
         out += b
+
+
+def product(out: Array, a: Array, b: Array) -> None:
+    """out <- a b, for a (m, k), b (k, n), out (m, n): backprop's delta_l W_l, cut into
+    blocks and run on nnctl's threads like the other large products."""
+    blas = _blas_for(out, a, b) if out.size * a.shape[1] >= SMALLEST_PRODUCT else None
+    if blas is not None and out.shape == (a.shape[0], b.shape[1]) and a.shape[1] == b.shape[0]:
+        _gemm(blas, out, a, b, False, False, 1.0, 0.0)
+    else:
+        np.matmul(a, b, out=out)
 
 
 def add_scaled(out: Array, alpha: float, x: Array) -> None:

@@ -55,6 +55,16 @@ def test_affine_is_a_w_transposed_plus_b(route, dtype, rows, inputs, outputs):
     assert np.allclose(out, a.astype(np.float64) @ w.T + b, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, inner, cols", [(128, 512, 512), (3, 5, 4)])
+def test_product_is_a_b(route, dtype, rows, inner, cols):
+    rng = np.random.default_rng(6)
+    a, b = rng.random((rows, inner), dtype), rng.random((inner, cols), dtype)
+    out = np.full((rows, cols), np.nan, dtype)
+    blas.product(out, a, b)
+    assert np.allclose(out, a.astype(np.float64) @ b, rtol=1e-5)
+
+
 def test_the_numpy_route_is_taken_where_the_blas_cannot_be(route):
     """Mixed dtypes and transposed views: the result is still right."""
     rng = np.random.default_rng(8)
