@@ -113,14 +113,14 @@ def relu_network(spec, rng):
     return Network.create(spec["sizes"], activations, rng)
 
 
-def nnctl_epoch(spec, x, y, scaler):
+def nnctl_epoch(spec, x, y, scaler, train=fit):
     """As `nnctl train` runs it: uint8 images, each gathered batch scaled on the way."""
     rng = np.random.default_rng(0)
     network = relu_network(spec, rng)
     optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
     loss = get_loss("sparse_categorical_crossentropy")
     transform = scaler.transformer(network.dtype)
-    return lambda: fit(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
+    return lambda: train(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
                        rng=rng, transform=transform)
 
 
@@ -226,15 +226,35 @@ def competitors(count: int) -> Iterator[list[subprocess.Popen]]:
             process.stdout.close()
 
 
+def openblas_route_epoch(spec, x, y, scaler):
+    """nnctl's epoch by the route before its thread policy: products uncut, on OpenBLAS's
+    own threads (as many as it starts with)."""
+    from nnctl import blas
+
+    run = nnctl_epoch(spec, x, y, scaler, train=fit.__wrapped__)  # fit without the policy
+
+    def epoch():
+        blocks, blas.BLOCKS_MAX = blas.BLOCKS_MAX, 1
+        try:
+            run()
+        finally:
+            blas.BLOCKS_MAX = blocks
+
+    return epoch
+
+
 def contention(x, raw, y, scaler, counts=(0, 1, 2), repeats: int = 5,
-               networks=tuple(NETWORKS)) -> list[dict]:
+               networks=tuple(NETWORKS), openblas_route: bool = False) -> list[dict]:
     """One epoch of each network for nnctl (default threads) and PyTorch (default threads)
-    with each number of competing processes, the two timed in interleaved rounds."""
+    with each number of competing processes, the two timed in interleaved rounds; with
+    `openblas_route`, also nnctl by the route before its thread policy."""
     rows = []
     for count in counts:
         with competitors(count):
             for spec in networks:
                 runs = {"nnctl_s": nnctl_epoch(spec, raw, y, scaler)}
+                if openblas_route:
+                    runs["nnctl_openblas_s"] = openblas_route_epoch(spec, raw, y, scaler)
                 torch_run = torch_epoch(spec, x, y)
                 if torch_run is not None:
                     runs["torch_s"] = torch_run
@@ -261,14 +281,14 @@ def environment() -> dict:
 def print_contention(rows: list[dict]) -> None:
     idle = {row["network"]: row["nnctl_s"] for row in rows if row["competitors"] == 0}
     print(f"{'network':<16}{'competitors':>12}{'nnctl s':>10}{'torch s':>10}"
-          f"{'nnctl/idle':>12}{'torch/nnctl':>13}{'load':>7}")
+          f"{'nnctl/idle':>12}{'torch/nnctl':>13}{'load':>7}{'openblas route s':>18}")
     for row in rows:
         torch_s, base = row["torch_s"], idle.get(row["network"])
         print(f"{row['network']:<16}{row['competitors']:>12}{row['nnctl_s']:>10.3f}"
               f"{torch_s if torch_s is not None else float('nan'):>10.3f}"
               f"{row['nnctl_s'] / base if base else float('nan'):>12.2f}"
               f"{torch_s / row['nnctl_s'] if torch_s else float('nan'):>13.2f}"
-              f"{row['load_1min']:>7.2f}")
+              f"{row['load_1min']:>7.2f}{row.get('nnctl_openblas_s', float('nan')):>18.3f}")
 
 
 def main() -> None:
@@ -278,6 +298,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--contention", choices=("on", "off", "only"), default="on",
                         help="the runs with 0, 1, 2 competing processes: also, skip, or alone")
+    parser.add_argument("--openblas-route", action="store_true",
+                        help="in the contention runs, also nnctl by the route before its "
+                             "thread policy (uncut products on OpenBLAS's own threads)")
     args = parser.parse_args()
     repeats = 2 if args.quick else 7
     data_dir = resolve_data_dir(args.data_dir)
@@ -293,7 +316,8 @@ def main() -> None:
     results = {"environment": environment(), "networks": []}
     print(json.dumps(results["environment"]))
     if args.contention != "off":
-        results["contention"] = contention(x, raw, y, scaler, repeats=2 if args.quick else 5)
+        results["contention"] = contention(x, raw, y, scaler, repeats=2 if args.quick else 5,
+                                           openblas_route=args.openblas_route)
         print_contention(results["contention"])
         results["environment_after_contention"] = environment()
     if args.contention == "only":
