@@ -107,6 +107,14 @@ def _shift(field: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+def light_border(pixels: np.ndarray) -> bool:
+    """Whether a 28x28 image (0..255) has a light border: dark ink on light paper, the
+    opposite of MNIST, which a network trained on MNIST reads wrongly."""
+    field = np.asarray(pixels, dtype=np.float64).reshape(SIDE, SIDE)
+    border = np.concatenate([field[0], field[-1], field[:, 0], field[:, -1]])
+    return float(np.median(border)) > 127.5
+
+
 def prepare(path: Path, raw: bool = False) -> np.ndarray:
     """784 pixel values on MNIST's 0..255 scale, ready for the saved scaler.
 

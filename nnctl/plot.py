@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnctl.errors import NnctlError
+import shlex
+import sys
 
-INSTALL_HINT = "matplotlib is not installed; install it with: pip install 'nnctl[plot]'"
+from nnctl.errors import NnctlError, UsageError
+
+# sys.executable is the Python nnctl runs in: the hint installs into its virtual environment.
+INSTALL_HINT = ("matplotlib is not installed; install it with: "
+                f"{shlex.quote(sys.executable)} -m pip install 'matplotlib>=3.6'")
+
+
+def check_format(out: Path, supported: dict[str, str]) -> None:
+    """A one-line UsageError unless the file name ends in a format matplotlib writes."""
+    suffix = out.suffix.lstrip(".").lower()
+    if suffix not in supported:
+        known = ", ".join(f".{name}" for name in sorted(supported))
+        what = f"the format .{suffix}" if suffix else "a name without an extension"
+        raise UsageError(f"{out}: cannot draw to {what}; use one of {known}")
 
 
 def plot_history(history: list[dict], out: Path, title: str = "") -> Path:
@@ -18,6 +32,9 @@ def plot_history(history: list[dict], out: Path, title: str = "") -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise NnctlError(INSTALL_HINT) from None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    check_format(Path(out), FigureCanvasAgg.get_supported_filetypes())
     if not history:
         raise NnctlError("the weights file has no training history to plot")
     epochs = [row["epoch"] for row in history]
@@ -42,7 +59,7 @@ def plot_history(history: list[dict], out: Path, title: str = "") -> Path:
     try:
         figure.savefig(out, dpi=110)
     except OSError as error:
-        raise NnctlError(f"{out}: cannot write ({error.strerror})") from None
+        raise NnctlError(f"{out}: cannot write ({error.strerror or error})") from None
     finally:
         plt.close(figure)
     return out
