@@ -313,7 +313,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     """`read_data` False skips reading a user's IDX folder (a weights file's config);
     `options` names the command-line option that set a key, for the messages."""
     c = _Checker(source, lines or {}, options)
-    top = c.section(raw, "", ("data", "model", "loss", "training", "output"))
+    top = c.section(raw, "", ("data", "model", "loss", "training", "output", "search"))
     if not isinstance(raw, dict):
         raise ConfigError(c.report())
 
@@ -376,6 +376,10 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
 
     config = Config(model, data, loss, training, output)
     _cross_checks(c, config, dataset)
+    if "search" in top and not c.errors:  # nnctl tune's; training ignores it
+        from nnctl.search.space import check_space, without_search
+
+        check_space(top["search"], without_search(top), c.fail)
     if c.errors:
         raise ConfigError(c.report())
     return config

@@ -212,18 +212,21 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
           resume: Checkpoint | None = None,
           on_start: Callable[[Network], None] | None = None,
           command: str | None = None, log_every: int = 0,
-          on_log: Callable[[BatchLog], None] | None = None) -> TrainingResult:
+          on_log: Callable[[BatchLog], None] | None = None, splits: Splits | None = None,
+          test: bool = True) -> TrainingResult:
     """Train as the config says, saving a resumable checkpoint at `out` after every epoch.
 
     `on_start(network)` is called once the data is ready and the network built or restored;
-    `command` is the command that continues this run, for the message after an interrupt."""
+    `command` is the command that continues this run, for the message after an interrupt.
+    `splits` reuses data prepared for this config; `test=False` skips the test set's
+    evaluation after every epoch (a search chooses on the validation split alone)."""
     out = Path(out)
     started = time.perf_counter()
     thread_count = threads.resolve(config.training.threads)  # a bad NNCTL_THREADS fails here
     if resume is not None:
         check_resumable(resume, config)
     _fail_early_if_unwritable(out)  # before a download, not after the first epoch
-    splits = prepare_data(config, data_dir, observer)
+    splits = splits or prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)
     optimizer = build_optimizer(config)
@@ -239,7 +242,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
             if save_best:  # the file's weights are the best epoch's
                 best["params"] = saved
     loss = get_loss(config.loss)
-    eval_sets = {"test": splits.test}
+    eval_sets = {"test": splits.test} if test else {}
     if splits.validation is not None:
         eval_sets = {"validation": splits.validation, **eval_sets}
 

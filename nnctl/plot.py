@@ -25,13 +25,7 @@ def check_format(out: Path, supported: dict[str, str]) -> None:
 
 def plot_history(history: list[dict], out: Path, title: str = "") -> Path:
     """Loss and accuracy per epoch, for training and every evaluated split, as one PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise NnctlError(INSTALL_HINT) from None
+    plt = pyplot()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     check_format(Path(out), FigureCanvasAgg.get_supported_filetypes())
@@ -53,6 +47,25 @@ def plot_history(history: list[dict], out: Path, title: str = "") -> Path:
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
         axis.legend()
+    return save_figure(figure, out, title)
+
+
+def pyplot():
+    """matplotlib's pyplot drawing to files, or the one-line hint to install it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NnctlError(INSTALL_HINT) from None
+    return plt
+
+
+def save_figure(figure, out: Path, title: str = "") -> Path:
+    """Write the figure as a PNG and close it; a one-line error when it cannot be written."""
+    import matplotlib.pyplot as plt
+
     if title:
         figure.suptitle(title)
     figure.tight_layout()

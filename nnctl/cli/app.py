@@ -289,15 +289,48 @@ def gradcheck(
 
 @app.command()
 @guarded
+def tune(
+    config: Annotated[Path, typer.Argument(help="A config with a search: section.")],
+    trials: Annotated[int, typer.Option(help="The study's budget: trials it holds when done.")] = 20,
+    timeout: Annotated[Optional[float], typer.Option(help="Start no trial after this many seconds.")] = None,
+    jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default: SQLite tune.db beside --out).")] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name (default: the config's file name).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the best trial's config here.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override training.epochs of every trial.")] = None,
+    pruner: Annotated[str, typer.Option(help="median, halving, hyperband or none.")] = "median",
+    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; 3 missed: failed.")] = 10,
+    report: Annotated[bool, typer.Option("--report", help="Show the study; run nothing.")] = False,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Search the config's search: space with Optuna, on one machine or many."""
+    from nnctl.cli.tune import tune as run_tune
+
+    run_tune(config, trials, timeout, jobs, storage, study, out, epochs, pruner, heartbeat,
+             report, data_dir, as_json)
+
+
+@app.command()
+@guarded
 def plot(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     out: Annotated[Path, typer.Option("--out", "-o", help="The image to write: .png, .svg, .pdf, ...")] = Path("curves.png"),
+    study: Annotated[Optional[str], typer.Option(help="Draw this nnctl tune study instead.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="The study's storage URL (default: SQLite tune.db here).")] = None,
 ) -> None:
-    """Draw the training curves stored in a weights file (needs matplotlib)."""
+    """Draw the training curves stored in a weights file (needs matplotlib), or a study's
+    history and parameter importances."""
     from nnctl import weights as weights_file
     from nnctl.cli.swapped import refuse_as_weights
     from nnctl.plot import plot_history
 
+    if study is not None:
+        from nnctl.search.figure import plot_study
+
+        plot_study(storage or "sqlite:///tune.db", study, out)
+        typer.echo(f"study figure written to {out}")
+        return
     refuse_as_weights(weights, "plot")
     checkpoint = weights_file.load(weights)
     plot_history(checkpoint.history, out, title=f"{weights} ({checkpoint.dataset.title})")
