@@ -23,9 +23,10 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def forced():
+def forced(monkeypatch):
     """Helpers take part in every product, however slow that is on a busy machine: the
-    shared route is what these tests are about."""
+    shared route is what these tests are about (and no cap another test left applies)."""
+    monkeypatch.setattr(threads, "_cap", None)
     parallel.set_adaptive(False)
     yield
     parallel.set_adaptive(True)
