@@ -18,11 +18,12 @@ from nnctl.activations import OUTPUT_ONLY, REGISTRY as ACTIVATIONS
 from nnctl.data.datasets import DATASETS, USER_DATASET
 from nnctl.data.mnist import NUM_PIXELS
 from nnctl.data.scaler import MODES as SCALING_MODES
-from nnctl.errors import ConfigError
+from nnctl.errors import ConfigError, UsageError
 from nnctl.initializers import INITIALIZERS
 from nnctl.losses import LOSSES
 from nnctl.optimizers import OPTIMIZERS
 from nnctl.schedules import SCHEDULES
+from nnctl.threads import MAX_THREADS, parse as parse_threads
 from nnctl.yamlfile import load_yaml
 
 TRAIN_SAMPLES = 60000
@@ -128,6 +129,7 @@ class TrainingConfig:
     save_best: bool = False  # the file's weights are the best epoch's; the last epoch's resume
     seed: int = 0
     dtype: str = "float32"
+    threads: int | str | None = None  # a count or "auto"; None: NNCTL_THREADS, else auto
 
 
 @dataclass
@@ -377,7 +379,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
 
     t = c.section(top.get("training"), "training",
                   ("epochs", "batch_size", "learning_rate", "optimizer", "schedule",
-                   "early_stopping", "save_best", "seed", "dtype"))
+                   "early_stopping", "save_best", "seed", "dtype", "threads"))
     optimizer = _optimizer(c, t.get("optimizer", "sgd"))
     training = TrainingConfig(
         epochs=c.integer(t, "training", "epochs", 10, 1, 100_000),
@@ -391,6 +393,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
         save_best=c.flag(t, "training", "save_best", False),
         seed=c.integer(t, "training", "seed", 0, 0, 2**63 - 1),
         dtype=c.choice(t, "training", "dtype", "float32", ("float32", "float64")),
+        threads=_threads(c, t.get("threads")),
     )
     output = c.path(top, "", "output", "weights.npz")
 
@@ -432,6 +435,17 @@ def _layers(c: _Checker, raw: Any) -> list[LayerConfig]:
                     setattr(layer, name, c.number(entry, path, name, None, 0.0, low_open=low_open))
         layers.append(layer)
     return layers
+
+
+def _threads(c: _Checker, raw: Any) -> int | str | None:
+    if raw is None:
+        return None
+    try:
+        return parse_threads(raw, "threads")
+    except UsageError:
+        c.fail("training.threads", f"expected a number of threads from 1 to {MAX_THREADS} or "
+                                   f"auto, got {_kind(raw)}")
+        return None
 
 
 def _schedule(c: _Checker, raw: Any) -> ScheduleConfig:

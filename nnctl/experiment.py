@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from nnctl import threads
 from nnctl.activations import get_activation
 from nnctl.augment import augment
 from nnctl.config import Config
@@ -158,8 +159,9 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-# Settings that say where files go, not what is trained: a resumed run may change them.
-WHERE_NOT_WHAT = ("output", "data.dir")
+# Settings that say where files go, not what is trained: a resumed run may change them
+# (and the thread count, which changes nothing in the weights).
+WHERE_NOT_WHAT = ("output", "data.dir", "training.threads")
 
 
 def check_resumable(resume: Checkpoint, config: Config, source: str = "the weights file",
@@ -225,6 +227,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     evaluation after every epoch (a search chooses on the validation split alone)."""
     out = Path(out)
     started = time.perf_counter()
+    thread_count = threads.resolve(config.training.threads)  # a bad NNCTL_THREADS fails here
     if resume is not None:
         check_resumable(resume, config)
     _fail_early_if_unwritable(out)  # before a download, not after the first epoch
@@ -301,7 +304,7 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
                 schedule=build_schedule(config, history), augment=build_augmentation(config),
                 transform=splits.scaler.transformer(network.dtype),
-                log_every=log_every, on_log=on_log)
+                log_every=log_every, on_log=on_log, threads=thread_count)
     except KeyboardInterrupt as stop:
         done = written["epoch"]
         again = command or f"nnctl train CONFIG --resume {out}"
@@ -396,6 +399,7 @@ class EvaluationReport:
         }
 
 
+@threads.applied
 def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
                         data_dir: str | Path | None = None,
                         observer: DownloadObserver | None = None) -> EvaluationReport:

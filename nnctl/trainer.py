@@ -22,6 +22,7 @@ from nnctl.errors import NnctlError
 from nnctl.losses import Loss, one_hot
 from nnctl.network import Network
 from nnctl.optimizers import Optimizer
+from nnctl.threads import applied as thread_policy
 
 
 class TrainingDiverged(NnctlError):
@@ -96,6 +97,7 @@ def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
     return Evaluation(total_loss / max(samples, 1), correct / max(samples, 1), samples)
 
 
+@thread_policy
 def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         labels: np.ndarray, *, epochs: int, batch_size: int, rng: np.random.Generator,
         eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -107,6 +109,7 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         transform: Callable[[np.ndarray, np.ndarray], None] | None = None,
         log_every: int = 0,
         on_log: Callable[[BatchLog], None] | None = None,
+        threads: int | str | None = None,
         ) -> list[EpochReport]:
     """Train for epochs first_epoch..epochs; `rng` drives shuffling, dropout and augmentation.
 
@@ -115,7 +118,10 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
     learning rate at the start of each epoch; `augment(batch, rng)` transforms each batch.
     With `transform(raw, out)`, x stays as given (say uint8 pixels) and each gathered batch
     is turned into network inputs in `out`; without, x is used in the network's dtype.
-    With `log_every` N, `on_log` gets the epoch's running loss and accuracy every N batches."""
+    With `log_every` N, `on_log` gets the epoch's running loss and accuracy every N batches.
+    `threads` (a count or "auto"; None: NNCTL_THREADS, else auto) is how many threads the
+    large products run on, with the BLAS on one thread in each (nnctl/threads.py): the
+    weights come out the same whatever it is."""
     if transform is None:
         x = np.asarray(x, dtype=network.dtype)
     n = len(x)

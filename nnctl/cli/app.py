@@ -92,6 +92,7 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each file: a quick smoke run (overrides data.limit).")] = None,
     log_every: Annotated[int, typer.Option(help="Print the running loss and accuracy every N batches.", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    threads: Annotated[Optional[str], typer.Option(help="Override training.threads: a number or auto \\[default: $NNCTL_THREADS, else auto].")] = None,
 ) -> None:
     """Train a network on the dataset CONFIG names (MNIST by default), and save its weights."""
     from nnctl import experiment, weights
@@ -100,13 +101,15 @@ def train(
     from nnctl.cli.progress import DownloadBars, EpochBar
     from nnctl.cli.swapped import refuse_as_weights, refuse_weights_as_config
     from nnctl.config import load_config
+    from nnctl.threads import describe as describe_threads
 
     refuse_weights_as_config(config, "train")
     if resume is not None:
         refuse_as_weights(resume, "train")
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.learning_rate": learning_rate, "training.seed": seed,
-                 "data.limit": limit}
+                 "data.limit": limit,
+                 "training.threads": threads}
     given = {key: value for key, value in overrides.items() if value is not None}
     settings = load_config(config, given, OVERRIDE_OPTIONS)
     checkpoint = weights.load(resume, optimizer=True) if resume else None
@@ -118,7 +121,7 @@ def train(
     again = resume_command(config, target, {
         "--epochs": epochs, "--batch-size": batch_size, "--learning-rate": learning_rate,
         "--seed": seed, "--data-dir": data_dir, "--metrics": metrics, "--limit": limit,
-        "--log-every": log_every or None, "--quiet": quiet})
+        "--log-every": log_every or None, "--quiet": quiet, "--threads": threads})
     console = _console(quiet)
     observer = DownloadBars(console)
     if not quiet:
@@ -129,7 +132,8 @@ def train(
     rows = render.EpochTable(console, settings.training.epochs)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
         def on_start(network) -> None:
-            render.model_summary(console, network, settings)
+            render.model_summary(console, network, settings,
+                                 describe_threads(settings.training.threads))
             if checkpoint is not None:
                 console.print(f"resuming at epoch {first} of {settings.training.epochs}")
 
@@ -148,7 +152,7 @@ def train(
 # The config key each option of `nnctl train` overrides, named in errors about its value.
 OVERRIDE_OPTIONS = {"training.epochs": "--epochs", "training.batch_size": "--batch-size",
                     "training.learning_rate": "--learning-rate", "training.seed": "--seed",
-                    "data.limit": "--limit"}
+                    "data.limit": "--limit", "training.threads": "--threads"}
 
 
 class _Announcing:

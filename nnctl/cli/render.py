@@ -27,7 +27,7 @@ def count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def model_summary(console: Console, network, config) -> None:
+def model_summary(console: Console, network, config, threads: str = "") -> None:
     table = Table(title="model", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("layer", "weights W", "bias b", "activation", "parameters"):
         table.add_column(name, justify="right" if name == "parameters" else "left")
@@ -45,7 +45,7 @@ def model_summary(console: Console, network, config) -> None:
               else f"beta1 {o.beta1:g} beta2 {o.beta2:g}")
     console.print(f"loss {config.loss}; optimizer {o.name} (learning rate {t.learning_rate:g}, {extras}, weight "
                   f"decay {o.weight_decay:g}), batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed "
-                  f"{t.seed}, {t.dtype}", highlight=False)
+                  f"{t.seed}, {t.dtype}" + (f", {threads}" if threads else ""), highlight=False)
 
 
 def _epoch_columns(width: int | None) -> list[tuple[str, str, int]]:

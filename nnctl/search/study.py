@@ -360,6 +360,9 @@ def _blas_limits(threads: int):
     import numpy  # noqa: F401 - its BLAS must be loaded for the limit to reach it
     from threadpoolctl import threadpool_limits
 
+    from nnctl.threads import limit
+
+    limit(threads)  # training's own threads too, not only the BLAS's
     return threadpool_limits(limits=threads, user_api="blas")
 
 
