@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnctl.activations import Activation
-from nnctl.blas import affine
+from nnctl.blas import affine, product
 from nnctl.layers.base import Activated, Array, Shape, activation_text
 from nnctl.layers.im2col import col2im, faster_route, im2col
 from nnctl.parameter import Parameter
@@ -122,7 +122,7 @@ class Conv2D(Activated):
             ws["dpadded"] = np.empty_like(ws["padded"])
             ws["dx"] = np.empty((len(ws["cols"]), height, width, channels), self.dtype)
         dcols, dx = ws["dcols"], ws["dx"]
-        np.matmul(dz, w.value, out=dcols.reshape(len(dz), -1))
+        product(dcols.reshape(len(dz), -1), dz, w.value)
         if not self._padded:
             col2im(dcols, self.stride, dx)
             return dx

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnctl.activations import Activation
-from nnctl.blas import affine
+from nnctl.blas import affine, product
 from nnctl.layers.base import Activated, Array, activation_text
 from nnctl.parameter import Parameter
 
@@ -57,7 +57,7 @@ class Dense(Activated):
         if not need_input_grad:
             return None
         dx = self._ws["dx"]
-        np.matmul(dz, w.value, out=dx)
+        product(dx, dz, w.value)
         return dx
 
     def describe(self) -> str:
