@@ -42,8 +42,9 @@ KINKED = frozenset({"relu", "leaky_relu", "elu"})  # derivative jumps at z = 0
 def _kink_sides(network: Network, rows: int) -> list[np.ndarray]:
     """Which side of the kink each pre-activation of a kinked layer is on (-1, 0, +1), as
     the last forward pass over `rows` rows left them."""
-    z = network._workspace(rows).z
-    return [np.sign(z[i]) for i, f in enumerate(network.activations) if f.name in KINKED]
+    return [np.sign(layer.z) for layer in network.layers
+            if getattr(layer, "activation", None) is not None
+            and layer.activation.name in KINKED and len(layer.z)]
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
