@@ -375,6 +375,37 @@ def run_rows(checkpoint, length: int, count: int, images: np.ndarray, labels: np
     return {"digits": length, "n": count, "exact": exact / count}
 
 
+def photo_seconds(weights: Path, folder: Path, digit: np.ndarray, repeats: int = 3) -> dict:
+    """Whole-process time of `nnctl predict` on one 4000x3000 phone-style JPEG (median of
+    `repeats`), next to `nnctl --help` timed in the same rounds."""
+    import statistics
+    import subprocess
+
+    rng = np.random.default_rng(SEED)
+    cover = pen(digit, 60, "thin", rng)
+    page = Page(np.zeros((3000, 4000, 3), np.float32), np.array(PAPERS["white"][0], np.float32))
+    alpha = np.zeros((3000, 4000), np.float32)
+    alpha[1500 - cover.shape[0] // 2:1500 + (cover.shape[0] + 1) // 2,
+          2000 - cover.shape[1] // 2:2000 + (cover.shape[1] + 1) // 2] = cover
+    paper, ink = (np.array(c, np.float32) for c in PAPERS["white"])
+    page.rgb = paper + alpha[..., None] * (ink - paper)
+    add_gradient(page, rng)
+    add_noise(page, rng, (0.02, 0.03))
+    page.fmt, page.quality = "JPEG", 85
+    path = folder / "photo-4000x3000.jpg"
+    page.save(path)
+    commands = {"predict_s": [sys.executable, "-m", "nnctl", "predict", str(path), "--weights",
+                              str(weights), "--json"],
+                "help_s": [sys.executable, "-m", "nnctl", "--help"]}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            started = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - started)
+    return {name: round(statistics.median(t), 3) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few digits per condition")
@@ -386,6 +417,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="the model (default: configs/mnist.yaml's)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", help="run only these conditions")
+    parser.add_argument("--no-photo", action="store_true",
+                        help="skip timing `nnctl predict` on a 4000x3000 photo")
     args = parser.parse_args()
     from nnctl import weights as weights_file
     from nnctl.data.mnist import load_mnist, resolve_data_dir
@@ -423,6 +456,13 @@ def main() -> None:
                 results["numbers"] = row
             print(f"rows of {length} digits{'':<4}{row['n']:>6}{100 * row['exact']:>9.2f}% exact",
                   flush=True)
+    if not args.no_photo:
+        with tempfile.TemporaryDirectory(prefix="nnctl-wild-") as folder:
+            photo = photo_seconds(args.weights or default_weights(data_dir), Path(folder),
+                                  images[0].reshape(28, 28))
+        results["photo_4000x3000"] = photo
+        print(f"nnctl predict of one 4000x3000 photo, whole process: {photo['predict_s']:.2f} s "
+              f"(nnctl --help: {photo['help_s']:.2f} s)")
     results["seconds"] = round(time.perf_counter() - started, 1)
     print(f"{results['seconds']:.1f} s")
     if args.json:

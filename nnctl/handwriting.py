@@ -236,12 +236,13 @@ def _line_pixels(m: np.ndarray, other: np.ndarray, slope: float, band: np.ndarra
     return rows[~keep], cols[~keep]
 
 
-def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None,
+                 strength: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The mask without printed lines (long, thin, straight, across most of the image) and
     the lines taken out. Where a stroke crosses a line or runs along it, ink beyond the
     line keeps it. Lines are looked for in `faint` (a lower threshold's mask) when given:
-    printed lines are often lighter than the ink."""
+    printed lines are often lighter than the ink, and with `strength`, pixels on a line
+    much darker than the line's own ink are a stroke drawn over it and stay."""
     final = mask
     mask = final if faint is None else (faint | final)
     found = {"rows": _bands_along(mask), "cols": _bands_along(mask.T)}
@@ -261,6 +262,8 @@ def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None
         rows, cols = _line_pixels(mask.T, band_pixels["rows"].T, *found["cols"])
         lines.T[rows, cols] = True
     lines &= final
+    if strength is not None and lines.any():
+        lines &= strength < 1.6 * float(np.median(strength[lines]))
     cleaned = final & ~lines
     if cleaned.sum() < 0.02 * final.sum():  # nothing but lines: they were the drawing
         return final, np.zeros_like(final)
@@ -271,7 +274,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     """Stages 1-4 on a float32 grayscale image: flattened ink, its mask, lines removed."""
     strength, dark_ink, noise = flatten(gray)
     mask, faint = threshold(strength, noise)
-    cleaned, lines = remove_lines(mask, faint)
+    cleaned, lines = remove_lines(mask, faint, strength)
     return Ink(gray, strength, cleaned, lines, dark_ink)
 
 

@@ -13,7 +13,6 @@ a reduced scale directly) and only then converted to float. Finding the digit in
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +91,9 @@ def _decode(image, path: Path, max_side: int | None) -> Loaded:
         gray = _numeric(np.asarray(image, dtype=np.float32), path)
         image = Image.fromarray(gray, "F")
     if max_side and max(image.size) > max_side:
-        factor = math.ceil(max(image.size) / max_side)
-        image = image.reduce(factor) if image.mode != "F" else image.resize(
-            (max(1, image.width // factor), max(1, image.height // factor)), Image.Resampling.BOX)
+        ratio = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * ratio)), max(1, round(image.height * ratio))),
+                             Image.Resampling.BOX)  # an area average, still 8-bit
     if image.mode == "F":
         gray = np.asarray(image, dtype=np.float32)
     else:
@@ -189,14 +188,22 @@ def mnist_like(gray: np.ndarray) -> np.ndarray | None:
     values = (1.0 - gray) if light_background else gray
     if float(values.max()) - float(np.median(border if not light_background else 1 - border)) < 0.2:
         return None
-    return (values.astype(np.float64) * 255.0).reshape(-1)
+    return _on_mnist_scale(values)
+
+
+def _on_mnist_scale(values: np.ndarray) -> np.ndarray:
+    """[0, 1] values as 0..255, exact integers when they came from 8-bit pixels, so that a
+    saved MNIST digit reaches the network exactly as `evaluate` gives it."""
+    scaled = values.astype(np.float64).reshape(-1) * 255.0
+    whole = np.rint(scaled)
+    return whole if np.abs(scaled - whole).max() < 1e-3 else scaled
 
 
 def check_raw(gray: np.ndarray, path: Path) -> np.ndarray:
     if gray.shape != (SIDE, SIDE):
         raise UsageError(f"{path}: --raw needs a 28x28 image, got "
                          f"{gray.shape[1]}x{gray.shape[0]}")
-    return (gray.astype(np.float64) * 255.0).reshape(-1)
+    return _on_mnist_scale(gray)
 
 
 def prepare(path: Path, raw: bool = False) -> np.ndarray:
