@@ -184,7 +184,7 @@ def _line_bands(ys: np.ndarray, xs: np.ndarray, extent: int, across: int,
     np.maximum.at(last, key, xs)
     first = ndimage.minimum_filter1d(first, 3)
     last = ndimage.maximum_filter1d(last, 3)
-    reaches = (first <= 0.08 * extent) & (last >= 0.92 * extent - 1)
+    reaches = (first <= 0.15 * extent) & (last >= 0.85 * extent - 1)
     bands = np.flatnonzero((wide >= extent * LINE_REACH) & reaches) - margin
     if len(bands) == 0:
         return None
@@ -261,9 +261,10 @@ def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None,
     if found["cols"] is not None:
         rows, cols = _line_pixels(mask.T, band_pixels["rows"].T, *found["cols"])
         lines.T[rows, cols] = True
-    lines &= final
     if strength is not None and lines.any():
-        lines &= strength < 1.6 * float(np.median(strength[lines]))
+        # A line's own ink, at its darkest, is its level: much darker is a stroke over it.
+        lines &= strength < 1.5 * float(np.percentile(strength[lines], 90))
+    lines &= final
     cleaned = final & ~lines
     if cleaned.sum() < 0.02 * final.sum():  # nothing but lines: they were the drawing
         return final, np.zeros_like(final)
