@@ -304,7 +304,7 @@ def render_row(digits: list[np.ndarray], rng: np.random.Generator,
     x = 0
     for piece, shift, gap in zip(pieces, shifts, [0] + gaps):
         x += gap
-        top = 2 * round(scale) + shift
+        top = min(max(0, 2 * round(scale) + shift), height - piece.shape[0])
         region = row[top:top + piece.shape[0], x:x + piece.shape[1]]
         np.maximum(region, piece, out=region)
         x += piece.shape[1]
