@@ -75,13 +75,14 @@ def check_config(config, samples: int = 8, max_entries: int = 30, data_dir=None
                  ) -> tuple[list[TensorCheck], str]:
     """Gradient-check the network a Config describes, in float64.
 
-    Uses the first `samples` MNIST training images when they are already cached (nothing is
-    downloaded for a check), random inputs in [0, 1] otherwise. Returns the checks and a
+    Uses the first `samples` training images of the config's dataset when they are already
+    cached (nothing is downloaded for a check), random inputs in [0, 1] otherwise. Returns the checks and a
     description of the inputs used."""
     from dataclasses import replace
 
     from nnctl.errors import DataError
-    from nnctl.data.mnist import load_mnist
+    from nnctl.data.datasets import DATASETS
+    from nnctl.data.source import load_split, resolve_config
     from nnctl.data.scaler import MinMaxScaler
     from nnctl.experiment import build_network
     from nnctl.losses import get_loss
@@ -91,14 +92,17 @@ def check_config(config, samples: int = 8, max_entries: int = 30, data_dir=None
     config64 = replace(config, training=replace(config.training, dtype="float64"))
     network = build_network(config64, rng)
     try:
-        mnist = load_mnist(data_dir or config.data.dir, download=False)
-        scaler = MinMaxScaler.fit(mnist.train_images, config.data.scaling)
-        x = scaler.transform(mnist.train_images[:samples], np.float64)
-        labels, source = mnist.train_labels[:samples], "the MNIST training set"
+        dataset = resolve_config(config.data)
+        images, labels = load_split(dataset, "train", data_dir or config.data.dir,
+                                    download=False)
+        scaler = MinMaxScaler.fit(images, config.data.scaling)
+        x = scaler.transform(images[:samples], np.float64)
+        labels, source = labels[:samples], f"the {dataset.title} training set"
     except DataError:
         x = rng.random((samples, config.sizes[0]))
         labels = rng.integers(0, config.sizes[-1], samples)
-        source = "random inputs (MNIST is not cached)"
+        known = DATASETS.get(config.data.dataset)
+        source = f"random inputs ({known.title if known else 'the data'} is not cached)"
     loss = get_loss(config.loss)
     y = targets_for(loss, labels, config.sizes[-1], np.float64)
     return check_gradients(network, loss, x, y, max_entries=max_entries, rng=rng), source

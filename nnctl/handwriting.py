@@ -175,8 +175,13 @@ def _line_bands(ys: np.ndarray, xs: np.ndarray, extent: int, across: int,
         return None
     key = np.rint(ys - best * xs).astype(np.int64) + margin
     size = across + 2 * margin + 1
-    counts = np.bincount(key, minlength=size)
-    wide = np.convolve(counts, np.ones(3), "same")
+    # How much of the image's length each band covers (a row through several digits is
+    # dense in places, a line is continuous): distinct positions along it, +-1 band.
+    occupied = np.zeros((size, extent), bool)
+    occupied[key, np.clip(xs, 0, extent - 1)] = True
+    occupied[1:] |= occupied[:-1].copy()
+    occupied[:-1] |= occupied[1:].copy()
+    wide = occupied.sum(axis=1)
     # A printed line reaches (nearly) both ends of the image; a digit's stroke does not.
     first = np.full(size, extent, np.int64)
     last = np.full(size, -1, np.int64)

@@ -13,6 +13,7 @@ a reduced scale directly) and only then converted to float. Finding the digit in
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ def load_image(path: Path, max_side: int | None = WORK_SIDE) -> Loaded:
     honoured, reduced to `max_side` before float work (None keeps every pixel)."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)  # or a file-like object (an upload) that Pillow reads
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -204,6 +206,14 @@ def check_raw(gray: np.ndarray, path: Path) -> np.ndarray:
         raise UsageError(f"{path}: --raw needs a 28x28 image, got "
                          f"{gray.shape[1]}x{gray.shape[0]}")
     return _on_mnist_scale(gray)
+
+
+def light_border(pixels: np.ndarray) -> bool:
+    """Whether a 28x28 image (0..255) has a light border: dark ink on light paper, the
+    opposite of MNIST, which a network trained on MNIST reads wrongly."""
+    field = np.asarray(pixels, dtype=np.float64).reshape(SIDE, SIDE)
+    border = np.concatenate([field[0], field[-1], field[:, 0], field[:, -1]])
+    return float(np.median(border)) > 127.5
 
 
 def prepare(path: Path, raw: bool = False) -> np.ndarray:

@@ -36,3 +36,16 @@ def per_class(confusion: np.ndarray) -> list[ClassFigures]:
         figures.append(ClassFigures(label, float(precision), float(recall), float(f1),
                                     int(actual[label])))
     return figures
+
+
+def averages(figures: list[ClassFigures]) -> dict[str, dict[str, float]]:
+    """Macro (every class counts the same) and weighted (by support) means of precision,
+    recall and F1, as scikit-learn's classification_report gives them."""
+    support = np.array([f.support for f in figures], dtype=np.float64)
+    weights = support / support.sum() if support.sum() else np.full(len(figures), 1 / len(figures))
+    result = {}
+    for name, w in (("macro", np.full(len(figures), 1 / len(figures))), ("weighted", weights)):
+        result[name] = {key: float(sum(wi * getattr(f, key) for wi, f in zip(w, figures)))
+                        for key in ("precision", "recall", "f1")}
+        result[name]["support"] = int(support.sum())
+    return result

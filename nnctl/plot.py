@@ -4,20 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnctl.errors import NnctlError
+import shlex
+import sys
 
-INSTALL_HINT = "matplotlib is not installed; install it with: pip install 'nnctl[plot]'"
+from nnctl.errors import NnctlError, UsageError
+
+# sys.executable is the Python nnctl runs in: the hint installs into its virtual environment.
+INSTALL_HINT = ("matplotlib is not installed; install it with: "
+                f"{shlex.quote(sys.executable)} -m pip install 'matplotlib>=3.6'")
+
+
+def check_format(out: Path, supported: dict[str, str]) -> None:
+    """A one-line UsageError unless the file name ends in a format matplotlib writes."""
+    suffix = out.suffix.lstrip(".").lower()
+    if suffix not in supported:
+        known = ", ".join(f".{name}" for name in sorted(supported))
+        what = f"the format .{suffix}" if suffix else "a name without an extension"
+        raise UsageError(f"{out}: cannot draw to {what}; use one of {known}")
 
 
 def plot_history(history: list[dict], out: Path, title: str = "") -> Path:
     """Loss and accuracy per epoch, for training and every evaluated split, as one PNG."""
-    try:
-        import matplotlib
+    plt = pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise NnctlError(INSTALL_HINT) from None
+    check_format(Path(out), FigureCanvasAgg.get_supported_filetypes())
     if not history:
         raise NnctlError("the weights file has no training history to plot")
     epochs = [row["epoch"] for row in history]
@@ -36,13 +47,32 @@ def plot_history(history: list[dict], out: Path, title: str = "") -> Path:
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
         axis.legend()
+    return save_figure(figure, out, title)
+
+
+def pyplot():
+    """matplotlib's pyplot drawing to files, or the one-line hint to install it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NnctlError(INSTALL_HINT) from None
+    return plt
+
+
+def save_figure(figure, out: Path, title: str = "") -> Path:
+    """Write the figure as a PNG and close it; a one-line error when it cannot be written."""
+    import matplotlib.pyplot as plt
+
     if title:
         figure.suptitle(title)
     figure.tight_layout()
     try:
         figure.savefig(out, dpi=110)
     except OSError as error:
-        raise NnctlError(f"{out}: cannot write ({error.strerror})") from None
+        raise NnctlError(f"{out}: cannot write ({error.strerror or error})") from None
     finally:
         plt.close(figure)
     return out

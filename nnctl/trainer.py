@@ -48,6 +48,17 @@ class EpochReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BatchLog:
+    """The running figures of an epoch so far, for a log line every N batches."""
+
+    epoch: int
+    batch: int
+    batches: int
+    train_loss: float
+    train_accuracy: float
+
+
 def targets_for(loss: Loss, labels: np.ndarray, classes: int, dtype) -> np.ndarray:
     """What the loss compares the output with: integer labels or one-hot rows."""
     return labels if loss.targets == "index" else one_hot(labels, classes, dtype)
@@ -82,6 +93,8 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         schedule: Callable[[int], float] | None = None,
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
         transform: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        log_every: int = 0,
+        on_log: Callable[[BatchLog], None] | None = None,
         ) -> list[EpochReport]:
     """Train for epochs first_epoch..epochs; `rng` drives shuffling, dropout and augmentation.
 
@@ -89,7 +102,8 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
     every epoch (returning True stops training: early stopping). `schedule(epoch)` sets the
     learning rate at the start of each epoch; `augment(batch, rng)` transforms each batch.
     With `transform(raw, out)`, x stays as given (say uint8 pixels) and each gathered batch
-    is turned into network inputs in `out`; without, x is used in the network's dtype."""
+    is turned into network inputs in `out`; without, x is used in the network's dtype.
+    With `log_every` N, `on_log` gets the epoch's running loss and accuracy every N batches."""
     if transform is None:
         x = np.asarray(x, dtype=network.dtype)
     n = len(x)
@@ -136,6 +150,10 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
             np.argmax(output, axis=1, out=predicted[start:start + rows])
             if on_batch is not None:
                 on_batch(epoch, batch + 1, batches)
+            if log_every and on_log is not None and (batch + 1) % log_every == 0:
+                done = start + rows
+                right = np.count_nonzero(predicted[:done] == labels[order[:done]])
+                on_log(BatchLog(epoch, batch + 1, batches, loss_sum / done, right / done))
         correct = int(np.count_nonzero(predicted == labels[order]))
         evaluations = {
             name: evaluate(network, loss, ex, ey) for name, (ex, ey) in (eval_sets or {}).items()

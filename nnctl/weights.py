@@ -1,7 +1,9 @@
 """The weights file: a plain .npz that anyone can open with numpy.load(allow_pickle=False).
 
 Keys: W0..W{L-1} (fan_out, fan_in) and b0..b{L-1}, the scaler's `scaler_min` and
-`scaler_max`, `config` and `history` as JSON text, `format_version` and `nnctl_version`.
+`scaler_max`, `config` and `history` as JSON text, `format_version` and `nnctl_version`, and
+(from format version 2) `dataset`: JSON with the dataset's name, title, class names and image
+shape; a file without it is an MNIST model.
 A checkpoint that can resume training also has `train_state` (JSON: epochs done, the random
 generator's state, optimizer steps) and the optimizer's slots `opt_{slot}_{i}`.
 Files are written to a temporary file beside the target and renamed: never half-written.
@@ -21,11 +23,14 @@ import numpy as np
 from nnctl import __version__
 from nnctl.activations import get_activation
 from nnctl.config import Config, config_from_dict
+from nnctl.data.datasets import MNIST, Dataset
 from nnctl.data.scaler import MinMaxScaler
+from nnctl.data.source import from_record, to_record
 from nnctl.errors import ConfigError, NnctlError, UsageError
+from nnctl.filemode import set_mode_for
 from nnctl.network import Network
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED = ("format_version", "nnctl_version", "config", "history", "scaler_min", "scaler_max")
 
 
@@ -37,6 +42,12 @@ class Checkpoint:
     history: list[dict] = field(default_factory=list)
     train_state: dict | None = None
     optimizer_state: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    dataset: Dataset = MNIST
+
+
+def class_names(checkpoint: Checkpoint) -> list[str]:
+    """The names of a model's classes, indexed as its outputs ('0'..'9' for MNIST)."""
+    return list(checkpoint.dataset.classes)
 
 
 def save(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -47,6 +58,7 @@ def save(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         "nnctl_version": np.array(__version__),
         "config": np.array(json.dumps(checkpoint.config.to_dict())),
         "history": np.array(json.dumps(checkpoint.history)),
+        "dataset": np.array(json.dumps(to_record(checkpoint.dataset))),
         **checkpoint.scaler.to_arrays(),
     }
     for index, (w, b) in enumerate(zip(checkpoint.network.weights, checkpoint.network.biases)):
@@ -64,7 +76,8 @@ def check_writable(path: Path) -> Path:
     """The directory a weights file can be written in, or a one-line error saying why not."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise UsageError(f"{path}: the directory {directory} does not exist")
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise UsageError(f"{path}: the directory {directory} {problem}")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a file name for the weights")
     return directory
@@ -77,6 +90,7 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except OSError as error:
         raise NnctlError(f"{path}: cannot write there ({error.strerror})") from None
     try:
+        set_mode_for(fd, path)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
             handle.flush()
@@ -147,7 +161,7 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
         raise UsageError(f"{path}: its config does not validate: {first}") from None
     layers = len(config.model.layers)
     expected = {f"{p}{i}" for p in "Wb" for i in range(layers)}
-    known = expected | set(REQUIRED) | {"train_state"}
+    known = expected | set(REQUIRED) | {"train_state", "dataset"}
     extra = sorted(k for k in keys - known if not k.startswith("opt_"))
     if extra:
         raise UsageError(f"{path}: unexpected arrays {', '.join(extra)}")
@@ -167,6 +181,11 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
                 raise UsageError(f"{path}: {name} has dtype {value.dtype}, expected float")
             if not np.isfinite(value).all():
                 raise UsageError(f"{path}: {name} holds nan or infinite values")
+    dataset = _dataset(archive, path) if "dataset" in keys else MNIST
+    if dataset.num_pixels != sizes[0] or dataset.num_classes != sizes[-1]:
+        raise UsageError(f"{path}: the network maps {sizes[0]} inputs to {sizes[-1]} outputs, "
+                         f"but its dataset {dataset.title} has {dataset.num_pixels} pixels and "
+                         f"{dataset.num_classes} classes")
     scaler = MinMaxScaler.from_arrays(archive)
     if scaler.data_min.shape not in ((), (sizes[0],)) or scaler.data_max.shape != scaler.data_min.shape:
         raise UsageError(f"{path}: scaler arrays should be scalars or ({sizes[0]},) vectors")
@@ -182,4 +201,18 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
         slots.setdefault(slot, []).append((int(index), archive[key].astype(dtype)))
     optimizer_state = {s: [v for _, v in sorted(vs)] for s, vs in slots.items()}
     return Checkpoint(network, scaler, config, history if isinstance(history, list) else [],
-                      state, optimizer_state)
+                      state, optimizer_state, dataset)
+
+
+def _dataset(archive, path: Path) -> Dataset:
+    record = _json(archive, "dataset", path)
+    try:
+        classes, shape = record["classes"], record["image_shape"]
+        if not (isinstance(record["name"], str) and isinstance(record["title"], str)
+                and isinstance(classes, list) and all(isinstance(n, str) for n in classes)
+                and isinstance(shape, list) and len(shape) == 2
+                and all(isinstance(n, int) and n > 0 for n in shape)):
+            raise TypeError("wrong types")
+    except (KeyError, TypeError) as error:
+        raise UsageError(f"{path}: 'dataset' is damaged ({error})") from None
+    return from_record(record)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+# The real MNIST for the end-to-end tests: a folder holding the four .gz files, or the URL of
+# a mirror serving them; by default ../shared/mnist beside the project folder.
+MNIST_ENV = "NNCTL_TEST_MNIST"
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
+MNIST_ARCHIVES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 class ScriptedHandler(http.server.BaseHTTPRequestHandler):
@@ -101,10 +107,38 @@ def serve():
 
 
 @pytest.fixture(scope="session")
-def shared_mnist() -> Path:
-    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"the real MNIST files are not at {SHARED_MNIST}")
-    return SHARED_MNIST
+def shared_mnist(tmp_path_factory) -> Path:
+    """A folder with the four MNIST .gz files: $NNCTL_TEST_MNIST (a folder, or a mirror URL
+    fetched from once per session), else ../shared/mnist; the test is skipped without them."""
+    source = os.environ.get(MNIST_ENV, "").strip()
+    if source.startswith(("http://", "https://")):
+        return _fetch_archives(source, tmp_path_factory.mktemp("mnist-gz"))
+    folder = Path(source).resolve() if source else SHARED_MNIST
+    if not all((folder / name).is_file() for name in MNIST_ARCHIVES):
+        pytest.skip(f"the real MNIST .gz files are not in {folder}: set {MNIST_ENV} to a folder "
+                    "holding them or to a mirror URL")
+    return folder
+
+
+def _fetch_archives(url: str, folder: Path) -> Path:
+    import requests
+
+    for name in MNIST_ARCHIVES:
+        try:
+            response = requests.get(url.rstrip("/") + "/" + name, timeout=(10, 60))
+            response.raise_for_status()
+        except requests.RequestException as error:
+            pytest.skip(f"{MNIST_ENV}={url}: cannot fetch {name} ({error})")
+        (folder / name).write_bytes(response.content)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_fashion_mnist() -> Path:
+    folder = SHARED_MNIST.parent / "fashion-mnist"
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the real Fashion-MNIST files are not at {folder}")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -109,11 +109,11 @@ def test_new_keys_are_validated(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(path)
     text = str(error.value)
-    for expected in ("model.layers[0].dropout: must be a finite number in [0, 1)",
+    for expected in ("model.layers[0].dropout: must be a number in [0, 1)",
                      "model.layers[1].dropout: dropout belongs to hidden layers",
                      "training.schedule.name: unknown value 'linear'",
                      "training.early_stopping: needs a validation split",
-                     "data.augment.shift: must be a finite number in [0, 8]"):
+                     "data.augment.shift: must be a number in [0, 8]"):
         assert expected in text
 
 
@@ -171,4 +171,4 @@ def test_plot_writes_a_png_or_says_how_to_install_matplotlib(tmp_path, monkeypat
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = runner.invoke(app, ["plot", str(weights), "-o", str(tmp_path / "other.png")])
-    assert result.exit_code == 1 and "pip install 'nnctl[plot]'" in result.output
+    assert result.exit_code == 1 and "-m pip install 'matplotlib" in result.output

@@ -26,8 +26,8 @@ def test_per_pixel_scaling_matches_minmaxscaler_including_constant_pixels():
 
 def test_the_fitted_arrays_are_all_a_weights_file_needs():
     x = np.random.default_rng(0).integers(0, 256, (20, 4)).astype(np.uint8)
-    for mode in ("global", "per_pixel"):
+    for mode in ("global", "per_pixel", "standard", "standard_per_pixel"):
         scaler = MinMaxScaler.fit(x, mode)
         again = MinMaxScaler.from_arrays(scaler.to_arrays())
-        assert again.mode == mode
+        assert again.per_pixel == mode.endswith("per_pixel")
         assert np.array_equal(again.transform(x), scaler.transform(x))

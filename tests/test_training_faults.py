@@ -67,12 +67,23 @@ def regularised(tmp_path, epochs):
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, mnist_cache):
+    from nnctl import experiment
+    from nnctl.config import load_config
+
     whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
     assert train(regularised(tmp_path, 3), "--out", whole, "--data-dir", mnist_cache).exit_code == 0
-    assert train(regularised(tmp_path, 3), "--epochs", 1, "--out", part, "--data-dir",
-                 mnist_cache).exit_code == 0
-    resumed = train(regularised(tmp_path, 3), "--resume", part, "--data-dir", mnist_cache)
+
+    def interrupt(report):
+        raise KeyboardInterrupt  # Ctrl-C right after the first epoch is saved
+
+    with pytest.raises(experiment.TrainingInterrupted):
+        experiment.train(load_config(regularised(tmp_path, 3)), part, mnist_cache,
+                         on_epoch=interrupt)
+    assert load(part).train_state["epochs_done"] == 1
+    resumed = runner.invoke(app, ["train", str(regularised(tmp_path, 3)), "--resume", str(part),
+                                  "--data-dir", str(mnist_cache)])
     assert resumed.exit_code == 0, resumed.output
+    assert "resuming at epoch 2 of 3" in resumed.output
     a, b = load(whole), load(part)
     assert len(b.history) == 3 and b.train_state["epochs_done"] == 3
     for x, y in zip(a.network.params, b.network.params):
@@ -99,7 +110,8 @@ def test_ctrl_c_stops_promptly_keeps_the_last_epoch_and_says_how_to_resume(tmp_p
     assert time.monotonic() - started < 5
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert f"continue with: nnctl train {tmp_path / 'c.yaml'} --resume {out}" in stderr
+    assert (f"continue with: nnctl train {tmp_path / 'c.yaml'} --resume {out} --data-dir "
+            f"{mnist_cache} --metrics {metrics}\n") in stderr
     saved = load(out)
     done = saved.train_state["epochs_done"]
     assert done >= 2 and f"weights of epoch {done} are in" in stderr
@@ -155,5 +167,5 @@ def test_predict_names_each_bad_path_and_still_predicts_the_rest(tmp_path, mnist
     result = runner.invoke(app, ["predict", str(tmp_path / "none.png"), str(tmp_path), str(good),
                                  "--weights", str(out)])
     assert result.exit_code == 2
-    assert "none.png: error: no such image file" in result.output
+    assert f"error: {tmp_path / 'none.png'}: no such image file" in result.output
     assert "is a directory" in result.output and "good.png:" in result.output

@@ -27,7 +27,7 @@ def test_round_trip_and_plain_numpy_can_read_it(tmp_path, checkpoint):
     with np.load(path, allow_pickle=False) as archive:
         assert archive["W0"].shape == (5, 784) and archive["b1"].shape == (10,)
         assert json.loads(str(archive["config"]))["model"]["layers"][0]["units"] == 5
-        assert int(archive["format_version"]) == 1
+        assert int(archive["format_version"]) == 2
         assert str(archive["nnctl_version"])
     again = load(path)
     assert all(np.array_equal(a, b) for a, b in zip(again.network.weights, checkpoint.network.weights))

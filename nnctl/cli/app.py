@@ -21,11 +21,15 @@ from nnctl.errors import NnctlError, UsageError
 app = typer.Typer(
     help="Train, evaluate and use neural networks on MNIST, written from scratch in NumPy.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Download and inspect the MNIST files.", no_args_is_help=True)
+data_app = typer.Typer(help="Download and inspect the files of MNIST and Fashion-MNIST.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+DatasetName = Annotated[str, typer.Option(
+    "--dataset", help="Which dataset: mnist or fashion-mnist.")]
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Where MNIST is cached [default: $NNCTL_DATA_DIR, else ./data].")]
+    "--data-dir", help="Where datasets are cached; a relative path is relative to the "
+                       "current directory \\[default: the config's data.dir, else "
+                       "$NNCTL_DATA_DIR, else ./data].")]
 
 
 def guarded(command: Callable) -> Callable:
@@ -46,10 +50,10 @@ def guarded(command: Callable) -> Callable:
     return run
 
 
-def _console(quiet: bool = False):
-    from rich.console import Console
+def _console(quiet: bool = False, stderr: bool = False):
+    from nnctl.cli.console import make_console
 
-    return Console(quiet=quiet, highlight=False)
+    return make_console(quiet, stderr)
 
 
 def _version(value: bool) -> None:
@@ -69,7 +73,7 @@ def root(version: Annotated[bool, typer.Option(
 @guarded
 def train(
     config: Annotated[Path, typer.Argument(help="The YAML config describing the run.")],
-    out: Annotated[Optional[Path], typer.Option(help="Weights file to write [default: the config's output].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Weights file to write \\[default: the config's output].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override training.epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override training.batch_size.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Override training.learning_rate.")] = None,
@@ -77,47 +81,109 @@ def train(
     data_dir: DataDir = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its weights file.")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="Append one JSON line per epoch to this file.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each file: a quick smoke run (overrides data.limit).")] = None,
+    log_every: Annotated[int, typer.Option(help="Print the running loss and accuracy every N batches.", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Train a network on MNIST as CONFIG describes, and save its weights."""
+    """Train a network on the dataset CONFIG names (MNIST by default), and save its weights."""
     from nnctl import experiment, weights
     from nnctl.cli import render
+    from nnctl.cli.hint import resume_command
     from nnctl.cli.progress import DownloadBars, EpochBar
+    from nnctl.cli.swapped import refuse_weights_as_config
     from nnctl.config import load_config
 
+    refuse_weights_as_config(config, "train")
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
-                 "training.learning_rate": learning_rate, "training.seed": seed}
-    settings = load_config(config, {k: v for k, v in overrides.items() if v is not None})
+                 "training.learning_rate": learning_rate, "training.seed": seed,
+                 "data.limit": limit}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    settings = load_config(config, given, OVERRIDE_OPTIONS)
     checkpoint = weights.load(resume) if resume else None
+    first = 1
+    if checkpoint is not None:
+        first = experiment.check_resumable(checkpoint, settings, str(resume),
+                                           {k: OVERRIDE_OPTIONS[k] for k in given})
+    target = out or resume or Path(settings.output)
+    again = resume_command(config, target, {
+        "--epochs": epochs, "--batch-size": batch_size, "--learning-rate": learning_rate,
+        "--seed": seed, "--data-dir": data_dir, "--metrics": metrics, "--limit": limit,
+        "--log-every": log_every or None, "--quiet": quiet})
     console = _console(quiet)
-    rows = render.EpochTable(console)
+    observer = DownloadBars(console)
+    if not quiet:
+        from nnctl.data.source import resolve_config
+
+        observer = _Announcing(observer, data_dir or settings.data.dir,
+                               resolve_config(settings.data))
+    rows = render.EpochTable(console, settings.training.epochs)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
+        def on_start(network) -> None:
+            render.model_summary(console, network, settings)
+            if checkpoint is not None:
+                console.print(f"resuming at epoch {first} of {settings.training.epochs}")
+
         def on_epoch(report) -> None:
             rows.add(report)
             log(report)
 
         result = experiment.train(
-            settings, out or resume or Path(settings.output), data_dir,
-            on_start=lambda network: render.model_summary(console, network, settings),
-            on_epoch=on_epoch,
-            on_batch=bar.on_batch, observer=DownloadBars(console), resume=checkpoint,
-            command=f"nnctl train {config}")
+            settings, target, data_dir, on_start=on_start, on_epoch=on_epoch,
+            on_batch=bar.on_batch, observer=observer, resume=checkpoint,
+            command=again, log_every=log_every,
+            on_log=lambda log: render.batch_log(console, log))
     render.training_summary(console, result)
+
+
+# The config key each option of `nnctl train` overrides, named in errors about its value.
+OVERRIDE_OPTIONS = {"training.epochs": "--epochs", "training.batch_size": "--batch-size",
+                    "training.learning_rate": "--learning-rate", "training.seed": "--seed",
+                    "data.limit": "--limit"}
+
+
+class _Announcing:
+    """A download observer that first says where a dataset is being downloaded and why: a
+    relative data directory is relative to the current directory, and a run from another
+    directory would otherwise start a second download without a word."""
+
+    SIZES = {"mnist": " (11 MB, 55 MB on disk)", "fashion-mnist": " (30 MB, 55 MB on disk)"}
+
+    def __init__(self, inner: Any, data_dir: Any, dataset: Any):
+        self.inner, self.data_dir, self.dataset, self.said = inner, data_dir, dataset, False
+
+    def start(self, label: str, total: Optional[int]) -> None:
+        if not self.said:
+            from nnctl.data.mnist import DATA_DIR_ENV, cache_dir, resolve_data_dir
+
+            folder = cache_dir(resolve_data_dir(self.data_dir), self.dataset).resolve()
+            size = self.SIZES.get(self.dataset.name, "")
+            typer.echo(f"{self.dataset.title} is not cached in {folder}: downloading it{size}. "
+                       "Data directories are relative to the current directory; set "
+                       f"{DATA_DIR_ENV} to one absolute path to share a single cache.", err=True)
+            self.said = True
+        self.inner.start(label, total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 @contextlib.contextmanager
 def _metrics_log(path: Optional[Path]):
-    """A function that appends an epoch report as one JSON line (or does nothing)."""
+    """A function that appends an epoch report as one JSON line (or does nothing). Every line
+    carries `run`, the UTC time the command started, so runs appended to one file separate."""
     if path is None:
         yield lambda report: None
         return
+    from datetime import datetime, timezone
+
+    run = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     try:
         sink = open(path, "a", encoding="utf-8")
     except OSError as error:
         raise UsageError(f"{path}: cannot write the metrics file ({error.strerror})") from None
     with sink:
         def write(report) -> None:
-            sink.write(json.dumps(report.as_dict()) + "\n")
+            sink.write(json.dumps({"run": run, **report.as_dict()}) + "\n")
             sink.flush()
         yield write
 
@@ -127,19 +193,27 @@ def _metrics_log(path: Optional[Path]):
 def evaluate(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
     data_dir: DataDir = None,
-    split: Annotated[str, typer.Option(help="Which MNIST split: test or train.")] = "test",
+    split: Annotated[str, typer.Option(
+        help="Which split: test, train, or validation (the training images the run held "
+             "out).")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Accuracy, loss, per-class figures and the confusion matrix on a MNIST split."""
-    if split not in ("test", "train"):
-        raise UsageError(f"--split must be test or train, not {split!r}")
+    """Accuracy, loss, per-class figures and the confusion matrix on a split of its dataset."""
+    if split not in ("test", "train", "validation"):
+        raise UsageError(f"--split must be test, train or validation, not {split!r}")
     from nnctl import experiment, weights as weights_file
     from nnctl.cli import render
     from nnctl.cli.progress import DownloadBars
+    from nnctl.cli.swapped import refuse_as_weights
 
+    refuse_as_weights(weights, "evaluate")
     checkpoint = weights_file.load(weights)
     console = _console()
-    report = experiment.evaluate_checkpoint(checkpoint, split, data_dir, DownloadBars(console))
+    observer = DownloadBars(console)
+    if not as_json:
+        observer = _Announcing(observer, data_dir or checkpoint.config.data.dir,
+                               checkpoint.dataset)
+    report = experiment.evaluate_checkpoint(checkpoint, split, data_dir, observer)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
@@ -151,36 +225,41 @@ def evaluate(
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP, GIF, ...).")],
     weights: Annotated[Path, typer.Option(help="The weights file.")] = Path("weights.npz"),
-    top_k: Annotated[int, typer.Option(min=1, max=10, help="How many digits to list.")] = 3,
-    raw: Annotated[bool, typer.Option("--raw", help="Take 28x28 MNIST-like images as they are.")] = False,
+    top_k: Annotated[int, typer.Option(min=1, max=10, help="How many classes to list.")] = 3,
+    raw: Annotated[bool, typer.Option("--raw", help="Take 28x28 images as they are (as the dataset's).")] = False,
     show: Annotated[bool, typer.Option("--show", help="Draw the 28x28 input the network saw.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     number: Annotated[bool, typer.Option("--number", help="Read a row of digits left to right (a whole number).")] = False,
     explain: Annotated[Optional[Path], typer.Option(help="Write a PNG per image showing each preparation stage into this folder.")] = None,
 ) -> None:
-    """Classify your own images of digits, prepared the way MNIST was."""
+    """Classify your own images, prepared the way the model's dataset was made."""
     from nnctl import weights as weights_file
     from nnctl.cli import render
+    from nnctl.cli.swapped import refuse_as_weights, refuse_weights_as_images
     from nnctl.predict import predict_files, predict_numbers
 
     if number and raw:
         raise UsageError("--number and --raw cannot be combined: --raw takes one 28x28 digit")
+    refuse_weights_as_images(images, weights)
+    refuse_as_weights(weights, "predict")
     checkpoint = weights_file.load(weights)
     if number:
         results = predict_numbers(checkpoint, images, explain)
     else:
         results = predict_files(checkpoint, images, raw, explain)
+    for r in results:
+        if getattr(r, "warning", None):
+            typer.echo(f"warning: {r.file}: {r.warning}", err=True)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results]))
     elif number:
-        render.numbers(_console(), results, top_k, show)
+        render.numbers(_console(), [r for r in results if not r.error], top_k, show)
     else:
-        render.predictions(_console(), results, top_k, show)
+        render.predictions(_console(), [r for r in results if not r.error], top_k, show)
     failed = [r for r in results if r.error]
+    for r in failed:
+        typer.echo(f"error: {r.file}: {r.error}", err=True)
     if failed:
-        if as_json:
-            for r in failed:
-                typer.echo(f"error: {r.file}: {r.error}", err=True)
         raise typer.Exit(2)
 
 
@@ -195,13 +274,17 @@ def gradcheck(
 ) -> None:
     """Check backprop's gradients against finite differences, tensor by tensor."""
     from nnctl.cli import render
+    from nnctl.cli.swapped import refuse_weights_as_config
     from nnctl.config import load_config
     from nnctl.gradcheck import check_config
 
+    if not 0 < threshold < float("inf"):
+        raise UsageError(f"--threshold: must be a finite number > 0, got {threshold:g}")
+    refuse_weights_as_config(config, "gradcheck")
     settings = load_config(config)
     checks, source = check_config(settings, samples, entries, data_dir)
     console = _console()
-    console.print(f"{samples} samples from {source}")
+    console.print(f"{render.count(samples, 'sample')} from {source}")
     render.gradient_checks(console, checks, threshold)
     worst = max(c.relative_error for c in checks)
     if worst > threshold:
@@ -211,43 +294,100 @@ def gradcheck(
 
 @app.command()
 @guarded
+def tune(
+    config: Annotated[Path, typer.Argument(help="A config with a search: section.")],
+    trials: Annotated[int, typer.Option(help="The study's budget: trials it holds when done.")] = 20,
+    timeout: Annotated[Optional[float], typer.Option(help="Start no trial after this many seconds.")] = None,
+    jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default: SQLite tune.db beside --out).")] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name (default: the config's file name).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the best trial's config here.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override training.epochs of every trial.")] = None,
+    pruner: Annotated[str, typer.Option(help="median, halving, hyperband or none.")] = "median",
+    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; 3 missed: failed.")] = 10,
+    report: Annotated[bool, typer.Option("--report", help="Show the study; run nothing.")] = False,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Search the config's search: space with Optuna, on one machine or many."""
+    from nnctl.cli.tune import tune as run_tune
+
+    run_tune(config, trials, timeout, jobs, storage, study, out, epochs, pruner, heartbeat,
+             report, data_dir, as_json)
+
+
+@app.command()
+@guarded
 def plot(
     weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("curves.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="The image to write: .png, .svg, .pdf, ...")] = Path("curves.png"),
+    study: Annotated[Optional[str], typer.Option(help="Draw this nnctl tune study instead.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="The study's storage URL (default: SQLite tune.db here).")] = None,
 ) -> None:
-    """Draw the training curves stored in a weights file (needs matplotlib: nnctl[plot])."""
+    """Draw the training curves stored in a weights file (needs matplotlib), or a study's
+    history and parameter importances."""
     from nnctl import weights as weights_file
+    from nnctl.cli.swapped import refuse_as_weights
     from nnctl.plot import plot_history
 
+    if study is not None:
+        from nnctl.search.figure import plot_study
+
+        plot_study(storage or "sqlite:///tune.db", study, out)
+        typer.echo(f"study figure written to {out}")
+        return
+    refuse_as_weights(weights, "plot")
     checkpoint = weights_file.load(weights)
-    plot_history(checkpoint.history, out, title=str(weights))
+    plot_history(checkpoint.history, out, title=f"{weights} ({checkpoint.dataset.title})")
     typer.echo(f"curves written to {out}")
+
+
+@app.command()
+@guarded
+def serve(
+    weights: Annotated[Path, typer.Argument(help="A weights file written by nnctl train.")] = Path("weights.npz"),
+    host: Annotated[str, typer.Option(help="Address to listen on; other than 127.0.0.1 opens it to other machines.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+) -> None:
+    """A page in the browser: draw a digit and watch the network read it (the serve extra)."""
+    from nnctl.serve.server import serve as run_server
+
+    run_server(weights, host, port, open_browser, say=typer.echo,
+               warn=lambda text: typer.echo(text, err=True))
 
 
 @data_app.command("download")
 @guarded
-def data_download(data_dir: DataDir = None) -> None:
-    """Fetch and verify the four MNIST files ahead of time."""
+def data_download(data_dir: DataDir = None, dataset: DatasetName = "mnist") -> None:
+    """Fetch and verify the four files of MNIST (or --dataset) ahead of time."""
     from nnctl.cli import render
     from nnctl.cli.progress import DownloadBars
+    from nnctl.data.datasets import get_dataset
     from nnctl.data.mnist import inspect_cache, load_mnist, resolve_data_dir
 
     console = _console()
-    load_mnist(data_dir, observer=DownloadBars(console))
-    render.cache_info(console, inspect_cache(data_dir), resolve_data_dir(data_dir))
+    described = get_dataset(dataset)
+    load_mnist(data_dir, observer=DownloadBars(console), dataset=described)
+    render.cache_info(console, inspect_cache(data_dir, described), resolve_data_dir(data_dir),
+                      described.title)
 
 
 @data_app.command("info")
 @guarded
-def data_info(data_dir: DataDir = None) -> None:
-    """Where the MNIST files are, their sizes, whether they verify, and their counts."""
+def data_info(data_dir: DataDir = None, dataset: DatasetName = "mnist") -> None:
+    """Where the files of MNIST (or --dataset) are, their sizes, whether they verify."""
     from nnctl.cli import render
+    from nnctl.data.datasets import get_dataset
     from nnctl.data.mnist import inspect_cache, resolve_data_dir
 
-    files = inspect_cache(data_dir)
-    render.cache_info(_console(), files, resolve_data_dir(data_dir))
+    described = get_dataset(dataset)
+    files = inspect_cache(data_dir, described)
+    render.cache_info(_console(), files, resolve_data_dir(data_dir), described.title)
     if not all(f.verified for f in files):
-        typer.echo("some files are missing or do not verify: run `nnctl data download`", err=True)
+        again = "" if dataset == "mnist" else f" --dataset {dataset}"
+        typer.echo(f"some files are missing or do not verify: run `nnctl data download{again}`",
+                   err=True)
         raise typer.Exit(1)
 
 

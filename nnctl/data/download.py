@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nnctl.errors import DownloadError
+from nnctl.filemode import set_mode_for
 
 MIRROR_ENV = "NNCTL_MNIST_MIRROR"
 DEFAULT_MIRRORS = (
@@ -91,6 +92,7 @@ class _VerifyingWriter:
         self.dest = dest
         self.expected = sha256
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        set_mode_for(fd, dest)
         self.temp = Path(name)
         self.file = os.fdopen(fd, "wb")
         self.digest = hashlib.sha256()
@@ -122,7 +124,7 @@ class _VerifyingWriter:
         if self.digest.hexdigest() != self.expected:
             if self.inflater is None and self.head.lstrip().startswith(b"<"):
                 raise _SourceFailed("served an HTML page, not the file")
-            raise _SourceFailed("content does not match the MNIST SHA-256 digest")
+            raise _SourceFailed("content does not match the expected SHA-256 digest")
         os.replace(self.temp, self.dest)
 
     def discard(self) -> None:
@@ -137,8 +139,11 @@ def fetch(
     sources: list[str],
     observer: DownloadObserver | None = None,
     policy: RetryPolicy = RetryPolicy(),
+    mirror_env: str = MIRROR_ENV,
+    title: str = "MNIST",
 ) -> None:
-    """Put the verified content of `filename` at `dest`, trying each source in order."""
+    """Put the verified content of `filename` at `dest`, trying each source in order;
+    `mirror_env` and `title` name the dataset's mirror variable and files in the error."""
     observer = observer or _Silent()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -162,8 +167,8 @@ def fetch(
             failures.append(f"{location}: {failure}")
     tried = "; ".join(failures)
     raise DownloadError(
-        f"could not get {filename} from any mirror ({tried}). Set {MIRROR_ENV} to a mirror URL "
-        "or a directory holding the four MNIST files, or use --data-dir to point at a data "
+        f"could not get {filename} from any mirror ({tried}). Set {mirror_env} to a mirror URL "
+        f"or a directory holding the four {title} files, or use --data-dir to point at a data "
         "directory that already has them"
     )
 

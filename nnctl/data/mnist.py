@@ -1,11 +1,13 @@
-"""MNIST as nnctl knows it: the four canonical files, their digests, the cache, the loader.
+"""The cache and loader of MNIST and every dataset in its format (see datasets.py).
 
 The cache holds the decompressed IDX files, verified by the SHA-256 of their content, so that
-loading is a read and a parse, whatever gzip the mirror used.
+loading is a read and a parse, whatever gzip the mirror used. Each dataset has its own folder,
+named after it, in the data directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -13,51 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from nnctl.data.download import DownloadObserver, fetch, mirror_sources
+from nnctl.data.datasets import MNIST, SPLIT_KEYS, DataFile, Dataset
+from nnctl.data.download import DownloadObserver, RetryPolicy, fetch
 from nnctl.data.idx import parse_idx
 from nnctl.errors import DataError
 
 DATA_DIR_ENV = "NNCTL_DATA_DIR"
-NUM_CLASSES = 10
-IMAGE_SIDE = 28
-NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
-
-
-@dataclass(frozen=True)
-class MnistFile:
-    """One canonical MNIST file: its IDX name, SHA-256 of the IDX bytes, and shape."""
-
-    name: str
-    sha256: str
-    shape: tuple[int, ...]
-
-    @property
-    def archive(self) -> str:
-        return self.name + ".gz"
-
-
-FILES: dict[str, MnistFile] = {
-    "train_images": MnistFile(
-        "train-images-idx3-ubyte",
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        (60000, IMAGE_SIDE, IMAGE_SIDE),
-    ),
-    "train_labels": MnistFile(
-        "train-labels-idx1-ubyte",
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        (60000,),
-    ),
-    "test_images": MnistFile(
-        "t10k-images-idx3-ubyte",
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        (10000, IMAGE_SIDE, IMAGE_SIDE),
-    ),
-    "test_labels": MnistFile(
-        "t10k-labels-idx1-ubyte",
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        (10000,),
-    ),
-}
+NUM_CLASSES = MNIST.num_classes
+IMAGE_SIDE = MNIST.image_shape[0]
+NUM_PIXELS = MNIST.num_pixels
+MnistFile = DataFile
+FILES: dict[str, DataFile] = MNIST.files
 
 
 @dataclass(frozen=True)
@@ -74,7 +42,7 @@ class Mnist:
 class CachedFile:
     """What `nnctl data info` reports of one file in the cache."""
 
-    spec: MnistFile
+    spec: DataFile
     path: Path
     size: int | None
     verified: bool
@@ -89,30 +57,32 @@ def resolve_data_dir(option: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "data")
 
 
-def cache_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "mnist"
+def cache_dir(data_dir: Path, dataset: Dataset = MNIST) -> Path:
+    return Path(data_dir) / dataset.name
 
 
-def _verified_bytes(spec: MnistFile, path: Path) -> bytes | None:
+def _verified_bytes(spec: DataFile, path: Path) -> bytes | None:
     """The file's bytes if they are the canonical content, else None."""
     try:
         content = path.read_bytes()
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # not cached (a data directory that is a file is reported on writing)
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
     return content if hashlib.sha256(content).hexdigest() == spec.sha256 else None
 
 
 def ensure_file(
-    spec: MnistFile,
+    spec: DataFile,
     data_dir: Path,
     sources: list[str] | None = None,
     observer: DownloadObserver | None = None,
     download: bool = True,
+    dataset: Dataset = MNIST,
+    policy: RetryPolicy = RetryPolicy(),
 ) -> bytes:
     """The verified bytes of one file, downloading it when the cache lacks a good copy."""
-    path = cache_dir(data_dir) / spec.name
+    path = cache_dir(data_dir, dataset) / spec.name
     content = _verified_bytes(spec, path)
     if content is not None:
         return content
@@ -120,12 +90,41 @@ def ensure_file(
         raise DataError(f"{path}: not in the cache (run: nnctl data download)")
     if path.exists():
         path.unlink()  # corrupt: never used, fetched again
-    fetch(spec.archive, spec.sha256, path, mirror_sources() if sources is None else sources,
-          observer)
+    created = [d for d in (path.parent, path.parent.parent) if not d.exists()]
+    try:
+        fetch(spec.archive, spec.sha256, path, dataset.sources() if sources is None else sources,
+              observer, policy=policy, mirror_env=dataset.mirror_env or "", title=dataset.title)
+    except DataError:
+        for directory in created:  # a failed first download leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
     content = _verified_bytes(spec, path)
     if content is None:
         raise DataError(f"{path}: changed on disk right after it was verified")
     return content
+
+
+def load_split(
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    sources: list[str] | None = None,
+    observer: DownloadObserver | None = None,
+    download: bool = True,
+    dataset: Dataset = MNIST,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split's images flattened to (n, pixels) uint8 and labels (n,), and nothing more:
+    evaluating on the test set never fetches the training images."""
+    directory = resolve_data_dir(data_dir)
+    arrays = []
+    for key in SPLIT_KEYS[split]:
+        spec = dataset.files[key]
+        content = ensure_file(spec, directory, sources, observer, download, dataset)
+        array = parse_idx(content, spec.name)
+        if array.shape != spec.shape:
+            raise DataError(f"{spec.name}: shape {array.shape}, expected {spec.shape}")
+        arrays.append(array.reshape(spec.shape[0], -1) if array.ndim == 3 else array)
+    return arrays[0], arrays[1]
 
 
 def load_mnist(
@@ -133,24 +132,20 @@ def load_mnist(
     sources: list[str] | None = None,
     observer: DownloadObserver | None = None,
     download: bool = True,
+    dataset: Dataset = MNIST,
 ) -> Mnist:
-    """Load (downloading and verifying on first use) the four MNIST files as uint8 arrays."""
-    directory = resolve_data_dir(data_dir)
-    arrays = {}
-    for key, spec in FILES.items():
-        content = ensure_file(spec, directory, sources, observer, download)
-        array = parse_idx(content, spec.name)
-        if array.shape != spec.shape:
-            raise DataError(f"{spec.name}: shape {array.shape}, expected {spec.shape}")
-        arrays[key] = array.reshape(spec.shape[0], -1) if array.ndim == 3 else array
-    return Mnist(**arrays)
+    """Load (downloading and verifying on first use) the four files as uint8 arrays."""
+    train = load_split("train", data_dir, sources, observer, download, dataset)
+    test = load_split("test", data_dir, sources, observer, download, dataset)
+    return Mnist(*train, *test)
 
 
-def inspect_cache(data_dir: str | os.PathLike | None = None) -> list[CachedFile]:
+def inspect_cache(data_dir: str | os.PathLike | None = None,
+                  dataset: Dataset = MNIST) -> list[CachedFile]:
     """What is in the cache and whether each file verifies, without downloading anything."""
-    directory = cache_dir(resolve_data_dir(data_dir))
+    directory = cache_dir(resolve_data_dir(data_dir), dataset)
     report = []
-    for spec in FILES.values():
+    for spec in dataset.files.values():
         path = directory / spec.name
         size = path.stat().st_size if path.is_file() else None
         content = _verified_bytes(spec, path) if size is not None else None
@@ -158,6 +153,6 @@ def inspect_cache(data_dir: str | os.PathLike | None = None) -> list[CachedFile]
             report.append(CachedFile(spec, path, size, False))
             continue
         array = parse_idx(content, spec.name)
-        counts = np.bincount(array, minlength=NUM_CLASSES).tolist() if array.ndim == 1 else None
+        counts = np.bincount(array, minlength=dataset.num_classes).tolist() if array.ndim == 1 else None
         report.append(CachedFile(spec, path, size, True, len(array), counts))
     return report

@@ -1,9 +1,13 @@
-"""Min-max scaling to [0, 1], fitted on the training images and carried in the weights file.
+"""Pixel scaling fitted on the training images and carried in the weights file.
 
-Behaves like scikit-learn's MinMaxScaler: x' = (x - min) / (max - min), where a feature whose
-training range is zero gets a scale of 1 instead of a division by zero. `global` fits one
-min and max over all pixels; `per_pixel` fits one per pixel. The mode is the shape of the
-fitted arrays (a scalar or one value per pixel), so the two arrays are all there is to save.
+Every mode is the affine map x' = (x - lo) / (hi - lo), so two arrays are all there is to
+save (as `scaler_min` and `scaler_max`), whatever the mode:
+- `global`, `per_pixel`: min-max scaling to [0, 1] like scikit-learn's MinMaxScaler, lo and
+  hi the minimum and maximum over all pixels, or per pixel;
+- `standard`, `standard_per_pixel`: standardisation like scikit-learn's StandardScaler,
+  lo the mean and hi the mean plus one standard deviation, so x' = (x - mean) / std.
+A feature whose training range (or deviation) is zero gets a scale of 1 instead of a
+division by zero. The mode's shape is the shape of the arrays (a scalar or one per pixel).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("global", "per_pixel")
+MODES = ("global", "per_pixel", "standard", "standard_per_pixel")
 
 
 @dataclass(frozen=True)
@@ -25,15 +29,19 @@ class MinMaxScaler:
     def fit(cls, x: np.ndarray, mode: str = "global") -> MinMaxScaler:
         if mode not in MODES:
             raise ValueError(f"scaling mode must be one of {MODES}, not {mode!r}")
-        axis = None if mode == "global" else 0
+        axis = 0 if mode.endswith("per_pixel") else None
+        if mode.startswith("standard"):
+            mean, std = _mean_and_std(x, axis)
+            return cls(mean, mean + std)
         return cls(
             np.asarray(x.min(axis=axis), dtype=np.float64),
             np.asarray(x.max(axis=axis), dtype=np.float64),
         )
 
     @property
-    def mode(self) -> str:
-        return "global" if self.data_min.ndim == 0 else "per_pixel"
+    def per_pixel(self) -> bool:
+        """One lo and hi per pixel, rather than one for all."""
+        return self.data_min.ndim > 0
 
     def _scale_and_offset(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         span = self.data_max - self.data_min
@@ -74,3 +82,24 @@ class MinMaxScaler:
             np.asarray(arrays["scaler_min"], dtype=np.float64),
             np.asarray(arrays["scaler_max"], dtype=np.float64),
         )
+
+
+def _mean_and_std(x: np.ndarray, axis: int | None, chunk: int = 8192
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population standard deviation in float64, a chunk of rows at a time, so
+    that 60000 uint8 images are never copied whole into floats."""
+    rows = x.reshape(len(x), -1)
+    total = np.zeros(rows.shape[1])
+    squares = np.zeros(rows.shape[1])
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk].astype(np.float64)
+        total += part.sum(axis=0)
+        squares += np.einsum("ij,ij->j", part, part)
+    count = len(rows)
+    if axis is None:
+        count *= rows.shape[1]
+        total, squares = np.asarray(total.sum()), np.asarray(squares.sum())
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return mean.reshape(x.shape[1:]) if axis == 0 else mean, (
+        std.reshape(x.shape[1:]) if axis == 0 else std)
