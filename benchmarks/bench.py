@@ -1,6 +1,6 @@
 """nnctl's speed against the GEMM floor and PyTorch, on MNIST, on this machine.
 
-    python benchmarks/bench.py [--quick] [--json PATH] [--data-dir DIR]
+    python benchmarks/bench.py [--quick] [--json PATH] [--data-dir DIR] [--contention on|off|only]
 
 Every figure is the median of several repetitions after a warm-up; the epochs of one
 network are timed in interleaved rounds (floor, nnctl, torch, floor, ...):
@@ -12,12 +12,18 @@ network are timed in interleaved rounds (floor, nnctl, torch, floor, ...):
 - evaluate: the pass over the test images `nnctl train` makes after every epoch, shown as
   a share of nnctl's epoch;
 - whole processes: `nnctl --help`, `nnctl predict` of one image, `nnctl train` of one epoch
-  with MNIST cached, and that training process's peak resident memory.
+  with MNIST cached, and that training process's peak resident memory;
+- contention: nnctl's epoch (its default thread policy) and PyTorch's (its default
+  threads) with K = 0, 1, 2 competing CPU-bound processes that the benchmark starts and
+  stops itself, interleaved, with the load average at the end of each K.
+Every run prints and records the BLAS threadpoolctl sees, the OPENBLAS_* variables and
+the load average, which decide how these figures can be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -106,14 +113,14 @@ def relu_network(spec, rng):
     return Network.create(spec["sizes"], activations, rng)
 
 
-def nnctl_epoch(spec, x, y, scaler):
+def nnctl_epoch(spec, x, y, scaler, train=fit):
     """As `nnctl train` runs it: uint8 images, each gathered batch scaled on the way."""
     rng = np.random.default_rng(0)
     network = relu_network(spec, rng)
     optimizer = SGD(LEARNING_RATE, momentum=spec["momentum"])
     loss = get_loss("sparse_categorical_crossentropy")
     transform = scaler.transformer(network.dtype)
-    return lambda: fit(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
+    return lambda: train(network, loss, optimizer, x, y, epochs=1, batch_size=spec["batch"],
                        rng=rng, transform=transform)
 
 
@@ -195,11 +202,105 @@ def whole_process(data_dir: Path, test_image: np.ndarray, repeats: int) -> dict:
     return figures
 
 
+# A CPU-bound loop that stops by itself when the benchmark that started it is gone.
+SPIN = ("import os\nparent = os.getppid()\nprint(flush=True)\n"
+        "while os.getppid() == parent:\n    sum(range(100000))\n")
+
+
+@contextlib.contextmanager
+def competitors(count: int) -> Iterator[list[subprocess.Popen]]:
+    """`count` CPU-bound processes running for the duration of the block, each in a
+    session of its own (as other programs on the machine would be)."""
+    started = []
+    try:
+        for _ in range(count):
+            process = subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE,
+                                       start_new_session=True)
+            started.append(process)
+            process.stdout.readline()  # it is running
+        yield started
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+            process.stdout.close()
+
+
+def openblas_route_epoch(spec, x, y, scaler):
+    """nnctl's epoch by the route before its thread policy: products uncut, on OpenBLAS's
+    own threads (as many as it starts with)."""
+    from nnctl import blas
+
+    run = nnctl_epoch(spec, x, y, scaler, train=fit.__wrapped__)  # fit without the policy
+
+    def epoch():
+        blocks, blas.BLOCKS_MAX = blas.BLOCKS_MAX, 1
+        try:
+            run()
+        finally:
+            blas.BLOCKS_MAX = blocks
+
+    return epoch
+
+
+def contention(x, raw, y, scaler, counts=(0, 1, 2), repeats: int = 5,
+               networks=tuple(NETWORKS), openblas_route: bool = False) -> list[dict]:
+    """One epoch of each network for nnctl (default threads) and PyTorch (default threads)
+    with each number of competing processes, the two timed in interleaved rounds; with
+    `openblas_route`, also nnctl by the route before its thread policy."""
+    rows = []
+    for count in counts:
+        with competitors(count):
+            for spec in networks:
+                runs = {"nnctl_s": nnctl_epoch(spec, raw, y, scaler)}
+                if openblas_route:
+                    runs["nnctl_openblas_s"] = openblas_route_epoch(spec, raw, y, scaler)
+                torch_run = torch_epoch(spec, x, y)
+                if torch_run is not None:
+                    runs["torch_s"] = torch_run
+                medians = interleaved_medians(runs, repeats, {"torch_s": 0.2})
+                rows.append({"network": spec["name"], "competitors": count, "torch_s": None,
+                             **medians, "load_1min": round(os.getloadavg()[0], 2)})
+    return rows
+
+
+def environment() -> dict:
+    """What decides these figures: the BLAS and its threads, OPENBLAS_* variables, load."""
+    from threadpoolctl import threadpool_info
+
+    from nnctl.threads import resolve
+
+    return {"blas": [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                              "num_threads", "threading_layer")}
+                     for lib in threadpool_info()],
+            "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")},
+            "nnctl_threads": resolve(), "cpus": os.cpu_count(),
+            "load_1_5_15": [round(v, 2) for v in os.getloadavg()]}
+
+
+def print_contention(rows: list[dict]) -> None:
+    idle = {row["network"]: row["nnctl_s"] for row in rows if row["competitors"] == 0}
+    print(f"{'network':<16}{'competitors':>12}{'nnctl s':>10}{'torch s':>10}"
+          f"{'nnctl/idle':>12}{'torch/nnctl':>13}{'load':>7}{'openblas route s':>18}")
+    for row in rows:
+        torch_s, base = row["torch_s"], idle.get(row["network"])
+        print(f"{row['network']:<16}{row['competitors']:>12}{row['nnctl_s']:>10.3f}"
+              f"{torch_s if torch_s is not None else float('nan'):>10.3f}"
+              f"{row['nnctl_s'] / base if base else float('nan'):>12.2f}"
+              f"{torch_s / row['nnctl_s'] if torch_s else float('nan'):>13.2f}"
+              f"{row['load_1min']:>7.2f}{row.get('nnctl_openblas_s', float('nan')):>18.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 10000 samples")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--contention", choices=("on", "off", "only"), default="on",
+                        help="the runs with 0, 1, 2 competing processes: also, skip, or alone")
+    parser.add_argument("--openblas-route", action="store_true",
+                        help="in the contention runs, also nnctl by the route before its "
+                             "thread policy (uncut products on OpenBLAS's own threads)")
     args = parser.parse_args()
     repeats = 2 if args.quick else 7
     data_dir = resolve_data_dir(args.data_dir)
@@ -212,7 +313,17 @@ def main() -> None:
     x_test = scaler.transform(mnist.test_images[:test_samples])
     y_test = mnist.test_labels[:test_samples]
 
-    results = {"networks": []}
+    results = {"environment": environment(), "networks": []}
+    print(json.dumps(results["environment"]))
+    if args.contention != "off":
+        results["contention"] = contention(x, raw, y, scaler, repeats=2 if args.quick else 5,
+                                           openblas_route=args.openblas_route)
+        print_contention(results["contention"])
+        results["environment_after_contention"] = environment()
+    if args.contention == "only":
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     for spec in NETWORKS:
         runs = {"floor_s": floor_epoch(spec["sizes"], spec["batch"], samples),
                 "nnctl_s": nnctl_epoch(spec, raw, y, scaler),
@@ -239,6 +350,7 @@ def main() -> None:
     print(f"nnctl --help {results['help_s']:.3f} s; predict one image {results['predict_s']:.3f} s; "
           f"train one epoch (process) {results['train_epoch_process_s']:.2f} s; "
           f"peak RSS {results['peak_rss_mb']:.0f} MB")
+    print(json.dumps({"load_1_5_15": [round(v, 2) for v in os.getloadavg()]}))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -13,6 +13,9 @@ round trip of a drawn digit.
 - HTTP round trip: POST /api/predict?pixels=1 of a 280x280 PNG drawn as the page's pad draws
   (black strokes 20 pixels wide on white), on one kept-alive connection; median and 95th
   percentile of 200 requests after 20 of warm-up;
+- in-process: the CPU time (time.process_time) of one prediction of that PNG through the
+  server's Predictor, without HTTP, the median of 5 rounds of 50 after a warm-up: what a
+  round trip costs the server, whatever the load;
 - browser round trip (when Playwright and Chromium are installed): the page's own measure,
   from the pad's PNG export to the answer drawn, read after each of N digits drawn with the
   mouse in headless Chromium.
@@ -132,6 +135,23 @@ def http_round_trips_ms(url: str, count: int) -> list[float]:
     return times
 
 
+def predictor_cpu_ms(weights: Path) -> float:
+    from nnctl import weights as weights_file
+    from nnctl.serve.predictor import Predictor
+
+    predictor = Predictor(weights_file.load(weights))
+    data = pad_png(0)
+    for _ in range(5):
+        predictor.image(data, "pad.png")
+    rounds = []
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(50):
+            predictor.image(data, "pad.png")
+        rounds.append(1000 * (time.process_time() - started) / 50)
+    return statistics.median(rounds)
+
+
 def browser_round_trips_ms(url: str, digits: int) -> list[float] | None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
@@ -195,6 +215,7 @@ def main() -> None:
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.01)
         results["http_round_trip_ms"] = summary(http_round_trips_ms(url, 200))
+        results["prediction_cpu_ms"] = round(predictor_cpu_ms(args.weights), 2)
         browser = browser_round_trips_ms(url, max(args.repeats, 10))
         results["browser_round_trip_ms"] = summary(browser) if browser else None
     results["after"] = machine()

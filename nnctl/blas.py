@@ -2,6 +2,7 @@
 
     add_product(out, left, right, alpha, beta):  out <- alpha * left^T right + beta * out
     affine(out, a, w, b):                         out <- a w^T + b
+    product(out, a, b):                           out <- a b
     add_scaled(out, alpha, x):                    out <- alpha * x + out
 
 An SGD step W -= lr * delta^T A done with NumPy forms the product (the BLAS first zeroes
@@ -11,7 +12,9 @@ at batch 64, 75 us instead of 120 us on a 2-core machine (timeit, one call each)
 does a momentum step's W -= v on both cores with wide vector instructions, where a NumPy
 ufunc uses one core: 22 us instead of 98 us for a 512x784 matrix (timeit, in isolation).
 This module calls `cblas_?gemm` and `cblas_?axpy` with ctypes in the OpenBLAS that NumPy's
-wheels ship (scipy-openblas), the library NumPy has loaded already, with its thread pool.
+wheels ship (scipy-openblas), the library NumPy has loaded already, with its thread pool
+(held to one thread during training: nnctl/threads.py). A large GEMM is cut into blocks
+that depend on its shape alone, run on nnctl's own threads (nnctl/parallel.py).
 Where that library is not there, or a self-test against NumPy disagrees, the same update
 is done with NumPy; small arrays always are, since there the ctypes call costs more than
 it saves.
@@ -25,10 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
+from nnctl import parallel
+
 Array = np.ndarray
 # Below these sizes (elements, multiply-adds) the ctypes call costs more than it saves.
 SMALLEST = 1 << 15
 SMALLEST_PRODUCT = 1 << 20
+# Products are cut into blocks of at least this many multiply-adds, at most BLOCKS_MAX of
+# them, with edges on multiples of ALIGN rows or columns.
+BLOCK_WORK = 1 << 21
+BLOCKS_MAX = 8
+ALIGN = 16
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 # scipy-openblas symbol suffixes and the integer width of their sizes (ILP64 or LP64)
@@ -122,12 +132,51 @@ def _blas_for(out: Array, *inputs: Array) -> _Kernels | None:
 
 def _gemm(blas: _Kernels, out: Array, a: Array, b: Array, trans_a: bool, trans_b: bool,
           alpha: float, beta: float) -> None:
-    """out <- alpha op(a) op(b) + beta out, all row-major; op(x) is x^T where trans_x."""
+    """out <- alpha op(a) op(b) + beta out, all row-major; op(x) is x^T where trans_x.
+
+    The product is cut into the blocks `partition` gives for its shape alone, and each
+    block is one single-threaded GEMM over the whole inner dimension, whichever thread
+    runs it: so every entry's sum is formed the same way with 1, 2 or N threads."""
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    blas.gemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS,
-              m, n, k, alpha, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta,
-              out.ctypes.data, n)
+    lda, ldb = a.shape[1], b.shape[1]
+    size = out.itemsize
+    ta, tb = (_TRANS if trans_a else _NO_TRANS), (_TRANS if trans_b else _NO_TRANS)
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    by_rows, cuts = partition(m, n, k)
+    if len(cuts) == 2:
+        blas.gemm(_ROW_MAJOR, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, n)
+        return
+    gemm = blas.gemm
+
+    def block(index: int) -> None:
+        start, stop = cuts[index], cuts[index + 1]
+        if by_rows:  # rows start:stop of out and of op(a)
+            gemm(_ROW_MAJOR, ta, tb, stop - start, n, k, alpha,
+                 pa + size * (start if trans_a else start * lda), lda, pb, ldb, beta,
+                 pc + size * start * n, n)
+        else:  # columns start:stop of out and of op(b)
+            gemm(_ROW_MAJOR, ta, tb, m, stop - start, k, alpha, pa, lda,
+                 pb + size * (start * ldb if trans_b else start), ldb, beta,
+                 pc + size * start, n)
+
+    parallel.run(block, len(cuts) - 1, (m, n, k, ta, tb))
+
+
+def partition(m: int, n: int, k: int) -> tuple[bool, list[int]]:
+    """How a product (m, k) x (k, n) is cut, from its shape alone: along the longer side of
+    the output (a cut repacks the other operand once per block, and the shorter side's
+    operand is the smaller), in BLOCKS_MAX or fewer blocks of at least BLOCK_WORK
+    multiply-adds, their edges on multiples of ALIGN; returns (by rows, the cut points)."""
+    by_rows = m >= n
+    length = m if by_rows else n
+    blocks = 1
+    while (blocks < BLOCKS_MAX and m * n * k >= 2 * blocks * BLOCK_WORK
+           and length >= 2 * blocks * ALIGN):
+        blocks *= 2
+    step = -(-length // (blocks * ALIGN)) * ALIGN
+    cuts = list(range(0, length, step)) + [length]
+    return by_rows, cuts
 
 
 def add_product(out: Array, left: Array, right: Array, alpha: float, beta: float) -> None:
@@ -160,6 +209,16 @@ def affine(out: Array, a: Array, w: Array, b: Array) -> None:
     else:
         np.matmul(a, w.T, out=out)
         out += b
+
+
+def product(out: Array, a: Array, b: Array) -> None:
+    """out <- a b, for a (m, k), b (k, n), out (m, n): backprop's delta_l W_l, cut into
+    blocks and run on nnctl's threads like the other large products."""
+    blas = _blas_for(out, a, b) if out.size * a.shape[1] >= SMALLEST_PRODUCT else None
+    if blas is not None and out.shape == (a.shape[0], b.shape[1]) and a.shape[1] == b.shape[0]:
+        _gemm(blas, out, a, b, False, False, 1.0, 0.0)
+    else:
+        np.matmul(a, b, out=out)
 
 
 def add_scaled(out: Array, alpha: float, x: Array) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,12 @@ from nnctl.activations import OUTPUT_ONLY, REGISTRY as ACTIVATIONS
 from nnctl.data.datasets import DATASETS, USER_DATASET
 from nnctl.data.mnist import NUM_PIXELS
 from nnctl.data.scaler import MODES as SCALING_MODES
-from nnctl.errors import ConfigError
+from nnctl.errors import ConfigError, UsageError
 from nnctl.initializers import INITIALIZERS
 from nnctl.losses import LOSSES
 from nnctl.optimizers import OPTIMIZERS
 from nnctl.schedules import SCHEDULES
+from nnctl.threads import MAX_THREADS, parse as parse_threads
 from nnctl.yamlfile import load_yaml
 
 TRAIN_SAMPLES = 60000
@@ -126,6 +129,7 @@ class TrainingConfig:
     save_best: bool = False  # the file's weights are the best epoch's; the last epoch's resume
     seed: int = 0
     dtype: str = "float32"
+    threads: int | str | None = None  # a count or "auto"; None: NNCTL_THREADS, else auto
 
 
 @dataclass
@@ -239,6 +243,27 @@ class _Checker:
             self.fail(where, f"unknown value {value!r}{hint} (one of {', '.join(options)})")
         return default
 
+    def path(self, raw: dict, path: str, key: str, default: str | None) -> str | None:
+        """A file or directory path, with ~ and $VARS expanded as a shell would. Nothing
+        (null, ~, a blank) means the default only where the default is nothing."""
+        value = raw.get(key, default)
+        if value is None and default is None:
+            return None
+        where = _join(path, key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            self.fail(where, "is empty (YAML reads a bare ~ or a blank value as nothing); "
+                             "write a path, such as \"~/weights.npz\"")
+            return default
+        if not isinstance(value, str):
+            self.fail(where, f"expected a non-empty string, got {_kind(value)}")
+            return default
+        expanded = os.path.expanduser(os.path.expandvars(value))
+        unset = re.search(r"\$(\w+|\{\w+\})", expanded)
+        if unset:
+            self.fail(where, f"uses ${unset.group(1).strip('{}')}, which is not set")
+            return default
+        return expanded
+
     def text(self, raw: dict, path: str, key: str, default: str | None) -> str | None:
         value = raw.get(key, default)
         if value is None or (isinstance(value, str) and value.strip()):
@@ -321,7 +346,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale"))
     data = DataConfig(
         dataset=c.choice(d, "data", "dataset", "mnist", (*DATASETS, USER_DATASET)),
-        dir=c.text(d, "data", "dir", None),
+        dir=c.path(d, "data", "dir", None),
         validation=_validation(c, d),
         scaling=c.choice(d, "data", "scaling", "global", SCALING_MODES),
         augment=AugmentConfig(
@@ -354,7 +379,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
 
     t = c.section(top.get("training"), "training",
                   ("epochs", "batch_size", "learning_rate", "optimizer", "schedule",
-                   "early_stopping", "save_best", "seed", "dtype"))
+                   "early_stopping", "save_best", "seed", "dtype", "threads"))
     optimizer = _optimizer(c, t.get("optimizer", "sgd"))
     training = TrainingConfig(
         epochs=c.integer(t, "training", "epochs", 10, 1, 100_000),
@@ -368,8 +393,9 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
         save_best=c.flag(t, "training", "save_best", False),
         seed=c.integer(t, "training", "seed", 0, 0, 2**63 - 1),
         dtype=c.choice(t, "training", "dtype", "float32", ("float32", "float64")),
+        threads=_threads(c, t.get("threads")),
     )
-    output = c.text(top, "", "output", "weights.npz")
+    output = c.path(top, "", "output", "weights.npz")
 
     config = Config(model, data, loss, training, output)
     _cross_checks(c, config, dataset)
@@ -409,6 +435,17 @@ def _layers(c: _Checker, raw: Any) -> list[LayerConfig]:
                     setattr(layer, name, c.number(entry, path, name, None, 0.0, low_open=low_open))
         layers.append(layer)
     return layers
+
+
+def _threads(c: _Checker, raw: Any) -> int | str | None:
+    if raw is None:
+        return None
+    try:
+        return parse_threads(raw, "threads")
+    except UsageError:
+        c.fail("training.threads", f"expected a number of threads from 1 to {MAX_THREADS} or "
+                                   f"auto, got {_kind(raw)}")
+        return None
 
 
 def _schedule(c: _Checker, raw: Any) -> ScheduleConfig:

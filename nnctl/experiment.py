@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from nnctl import threads
 from nnctl.activations import get_activation
 from nnctl.augment import augment
 from nnctl.config import Config
@@ -28,22 +29,27 @@ from nnctl.data.source import load_split, resolve_config
 from nnctl.data.scaler import MinMaxScaler
 from nnctl.errors import NnctlError, UsageError
 from nnctl.losses import Loss, get_loss
+from nnctl.memory import check_memory
 from nnctl.metrics import ClassFigures, averages, confusion_matrix, per_class
 from nnctl.monitor import best_of, improves, score
 from nnctl.network import Network
 from nnctl.optimizers import Adam, Optimizer, SGD
 from nnctl.schedules import learning_rate
+from nnctl.signals import describe as describe_stop, exit_code as stop_exit_code
 from nnctl.trainer import BatchLog, EpochReport, TrainingDiverged, evaluate, fit
 from nnctl.weights import Checkpoint, check_writable, save
 
 Labelled = tuple[np.ndarray, np.ndarray]
 LAST_WEIGHTS_SLOT = "last"  # save-best files: the last epoch's parameters, to resume from
+MAX_WEIGHT = 1e15  # no trained network comes near: a weight this large means divergence
 
 
 class TrainingInterrupted(NnctlError):
-    """Ctrl-C during training; the last completed epoch is saved."""
+    """Ctrl-C (or SIGTERM, SIGHUP) during training; the last completed epoch is saved."""
 
-    exit_code = 130
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -153,8 +159,9 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-# Settings that say where files go, not what is trained: a resumed run may change them.
-WHERE_NOT_WHAT = ("output", "data.dir")
+# Settings that say where files go, not what is trained: a resumed run may change them
+# (and the thread count, which changes nothing in the weights).
+WHERE_NOT_WHAT = ("output", "data.dir", "training.threads")
 
 
 def check_resumable(resume: Checkpoint, config: Config, source: str = "the weights file",
@@ -220,9 +227,11 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     evaluation after every epoch (a search chooses on the validation split alone)."""
     out = Path(out)
     started = time.perf_counter()
+    thread_count = threads.resolve(config.training.threads)  # a bad NNCTL_THREADS fails here
     if resume is not None:
         check_resumable(resume, config)
     _fail_early_if_unwritable(out)  # before a download, not after the first epoch
+    check_memory(config)
     splits = splits or prepare_data(config, data_dir, observer)
     rng = np.random.default_rng(config.training.seed)
     network = build_network(config, rng)
@@ -243,6 +252,8 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
     if splits.validation is not None:
         eval_sets = {"validation": splits.validation, **eval_sets}
 
+    written = {"epoch": 0}  # what the file at `out` holds from this run, for the stop message
+
     def save_state(epochs_done: int | None) -> None:
         """A resumable checkpoint; with epochs_done None, weights and history only. With
         save_best the file's weights are the best epoch's, and the last epoch's parameters,
@@ -256,17 +267,21 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
         if not (save_best and best["params"] is not None and best["epoch"] != epochs_done):
             save(out, Checkpoint(network, splits.scaler, config, history, state, slots,
                                  splits.dataset))
+            written["epoch"] = epochs_done
             return
         slots[LAST_WEIGHTS_SLOT] = [p.value.copy() for p in network.params]
         with _values_swapped(network, best["params"]):
             save(out, Checkpoint(network, splits.scaler, config, history, state, slots,
                                  splits.dataset))
+        written["epoch"] = epochs_done
 
     def checkpoint(report: EpochReport) -> bool:
         """Save after every epoch; with early stopping, say when to stop."""
-        if not all(np.isfinite(p.value).all() for p in network.params):
+        largest = max(float(np.abs(p.value).max()) for p in network.params)
+        if not np.isfinite(largest) or largest > MAX_WEIGHT:
+            what = "nan or infinite" if not np.isfinite(largest) else f"as large as {largest:.1e}"
             raise TrainingDiverged(
-                f"training diverged in epoch {report.epoch} (weights became nan or infinite) "
+                f"training diverged in epoch {report.epoch} (weights became {what}) "
                 f"at learning rate {optimizer.learning_rate:g}; try a smaller learning rate"
             )
         history.append(report.as_dict())
@@ -289,13 +304,15 @@ def train(config: Config, out: str | Path, data_dir: str | Path | None = None,
                 on_epoch=checkpoint, on_batch=on_batch, first_epoch=first,
                 schedule=build_schedule(config, history), augment=build_augmentation(config),
                 transform=splits.scaler.transformer(network.dtype),
-                log_every=log_every, on_log=on_log)
-    except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else 0
+                log_every=log_every, on_log=on_log, threads=thread_count)
+    except KeyboardInterrupt as stop:
+        done = written["epoch"]
         again = command or f"nnctl train CONFIG --resume {out}"
+        untouched = f"; {out} is as it was" if out.exists() else ", nothing saved"
         where = (f"the weights of epoch {done} are in {out}; continue with: {again}"
-                 if done else "no epoch was completed, nothing saved")
-        raise TrainingInterrupted(f"interrupted; {where}") from None
+                 if done else f"no epoch was completed{untouched}")
+        raise TrainingInterrupted(f"{describe_stop(stop)}; {where}",
+                                  stop_exit_code(stop)) from None
     restored = 0
     if stopping.active and best["params"] is not None and best["epoch"] != history[-1]["epoch"]:
         for p, value in zip(network.params, best["params"]):
@@ -382,6 +399,7 @@ class EvaluationReport:
         }
 
 
+@threads.applied
 def evaluate_checkpoint(checkpoint: Checkpoint, split: str = "test",
                         data_dir: str | Path | None = None,
                         observer: DownloadObserver | None = None) -> EvaluationReport:

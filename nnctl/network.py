@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from nnctl.activations import Activation
-from nnctl.blas import affine
+from nnctl.blas import affine, product
 from nnctl.initializers import default_for, init_weights
 from nnctl.losses import Loss
 from nnctl.parameter import Parameter
@@ -196,7 +196,7 @@ class Network:
                 np.matmul(ws.ones, delta, out=b.grad)
             if layer:
                 below = ws.delta[layer - 1]
-                np.matmul(delta, w.value, out=below)
+                product(below, delta, w.value)
                 if ws.keep[layer - 1] is not None:
                     below *= ws.keep[layer - 1]
                 self.activations[layer - 1].backward(ws.z[layer - 1], ws.a[layer - 1], below)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import shlex
-import sys
-
 from nnctl.errors import NnctlError, UsageError
+from nnctl.extras import install_command
 
-# sys.executable is the Python nnctl runs in: the hint installs into its virtual environment.
-INSTALL_HINT = ("matplotlib is not installed; install it with: "
-                f"{shlex.quote(sys.executable)} -m pip install 'matplotlib>=3.6'")
+INSTALL_HINT = f"matplotlib is not installed; install it with: {install_command('matplotlib>=3.6')}"
 
 
 def check_format(out: Path, supported: dict[str, str]) -> None:

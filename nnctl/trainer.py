@@ -22,10 +22,23 @@ from nnctl.errors import NnctlError
 from nnctl.losses import Loss, one_hot
 from nnctl.network import Network
 from nnctl.optimizers import Optimizer
+from nnctl.threads import applied as thread_policy
 
 
 class TrainingDiverged(NnctlError):
-    """The loss became nan or infinite: the learning rate is too large for this network."""
+    """The loss became nan, infinite or orders of magnitude larger than at the start: the
+    learning rate is too large for this network."""
+
+
+EXPLOSION = 1e3  # a batch loss this many times the first (or 1, if larger) is divergence
+
+
+def exploded(value: float, reference: float | None) -> bool:
+    """Whether a batch loss says training diverged: not finite, or far above where this
+    run started (a float64 run can stay finite with absurd weights)."""
+    if not math.isfinite(value):
+        return True
+    return reference is not None and value > EXPLOSION * max(reference, 1.0)
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ def evaluate(network: Network, loss: Loss, x: np.ndarray, labels: np.ndarray,
     return Evaluation(total_loss / max(samples, 1), correct / max(samples, 1), samples)
 
 
+@thread_policy
 def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         labels: np.ndarray, *, epochs: int, batch_size: int, rng: np.random.Generator,
         eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -95,6 +109,7 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
         transform: Callable[[np.ndarray, np.ndarray], None] | None = None,
         log_every: int = 0,
         on_log: Callable[[BatchLog], None] | None = None,
+        threads: int | str | None = None,
         ) -> list[EpochReport]:
     """Train for epochs first_epoch..epochs; `rng` drives shuffling, dropout and augmentation.
 
@@ -103,7 +118,10 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
     learning rate at the start of each epoch; `augment(batch, rng)` transforms each batch.
     With `transform(raw, out)`, x stays as given (say uint8 pixels) and each gathered batch
     is turned into network inputs in `out`; without, x is used in the network's dtype.
-    With `log_every` N, `on_log` gets the epoch's running loss and accuracy every N batches."""
+    With `log_every` N, `on_log` gets the epoch's running loss and accuracy every N batches.
+    `threads` (a count or "auto"; None: NNCTL_THREADS, else auto) is how many threads the
+    large products run on, with the BLAS on one thread in each (nnctl/threads.py): the
+    weights come out the same whatever it is."""
     if transform is None:
         x = np.asarray(x, dtype=network.dtype)
     n = len(x)
@@ -113,6 +131,7 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
     reports = []
     dropout_rng = rng if any(network.dropout) else None
     predicted = np.empty(n, np.intp)
+    reference = None  # the first batch's loss
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
         if schedule is not None:
@@ -140,11 +159,15 @@ def fit(network: Network, loss: Loss, optimizer: Optimizer, x: np.ndarray,
             inputs = xb if augment is None else augment(xb, rng)
             value, output = network.backprop(inputs, yb, loss, rng=dropout_rng, grad_scale=scale,
                                              factored=True)
-            if not math.isfinite(value):
+            if exploded(value, reference):
+                what = f"is {value}" if not math.isfinite(value) else (
+                    f"rose from {reference:.3g} to {value:.3g}")
                 raise TrainingDiverged(
-                    f"training diverged in epoch {epoch} (loss is {value}) at learning rate "
+                    f"training diverged in epoch {epoch} (loss {what}) at learning rate "
                     f"{optimizer.learning_rate:g}; try a smaller learning rate"
                 )
+            if reference is None:
+                reference = value
             optimizer.step(network.params, scale)
             loss_sum += value * rows
             np.argmax(output, axis=1, out=predicted[start:start + rows])

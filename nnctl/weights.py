@@ -7,6 +7,11 @@ shape; a file without it is an MNIST model.
 A checkpoint that can resume training also has `train_state` (JSON: epochs done, the random
 generator's state, optimizer steps) and the optimizer's slots `opt_{slot}_{i}`.
 Files are written to a temporary file beside the target and renamed: never half-written.
+
+Loading trusts nothing: every member's declared shape, dtype and uncompressed size are
+checked against what the file's config implies before any member is read (a 1 KB file
+declaring a 745 GiB array, or a zip bomb, is refused from its headers), every value is
+checked after, and the optimizer's slots are read only to resume.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from nnctl.network import Network
 
 FORMAT_VERSION = 2
 REQUIRED = ("format_version", "nnctl_version", "config", "history", "scaler_min", "scaler_max")
+MAX_TEXT = {"config": 1 << 20, "nnctl_version": 256, "train_state": 1 << 20,
+            "history": 1 << 26, "dataset": 1 << 20}  # characters of each JSON or text member
 
 
 @dataclass
@@ -78,15 +85,25 @@ def check_writable(path: Path) -> Path:
     if not directory.is_dir():
         problem = "is not a directory" if directory.exists() else "does not exist"
         raise UsageError(f"{path}: the directory {directory} {problem}")
+    try:
+        longest = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    if len(os.fsencode(path.name)) > longest:
+        raise UsageError(f"{path}: the file name is longer than the {longest} bytes the file "
+                         "system allows")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a file name for the weights")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{path}: not a regular file (a device or pipe); weights are written "
+                         "to regular files only")
     return directory
 
 
 def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     directory = check_writable(path)
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=directory)
     except OSError as error:
         raise NnctlError(f"{path}: cannot write there ({error.strerror})") from None
     try:
@@ -117,18 +134,24 @@ def _json(archive, key: str, path: Path):
         raise UsageError(f"{path}: '{key}' is not valid JSON ({error.msg})") from None
 
 
-def load(path: str | os.PathLike) -> Checkpoint:
-    """Read and check a weights file; every problem is a one-line UsageError naming it."""
+def load(path: str | os.PathLike, optimizer: bool = False) -> Checkpoint:
+    """Read and check a weights file; every problem is a one-line UsageError naming it.
+
+    The optimizer's slots (as large as the weights, twice for Adam) are read only with
+    `optimizer`, to resume; otherwise `optimizer_state` stays empty."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected a weights file (.npz)")
     if not path.exists():
         raise UsageError(f"{path}: no such weights file (train one with: nnctl train CONFIG)")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a regular file, expected a weights file (.npz)")
     try:
         if not zipfile.is_zipfile(path):
             raise UsageError(f"{path}: not an nnctl weights file (not an .npz zip archive)")
+        headers = _check_headers(path)
         with np.load(path, allow_pickle=False) as archive:
-            return _checkpoint(path, archive)
+            return _checkpoint(path, archive, headers, optimizer)
     except NnctlError:
         raise
     except ValueError as error:
@@ -140,7 +163,100 @@ def load(path: str | os.PathLike) -> Checkpoint:
         raise UsageError(f"{path}: not an nnctl weights file ({reason})") from None
 
 
-def _checkpoint(path: Path, archive) -> Checkpoint:
+@dataclass(frozen=True)
+class Member:
+    """What an .npz member declares in its .npy header, and its uncompressed size."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    header_bytes: int
+    stored_bytes: int
+
+    @property
+    def declared_bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+
+def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Member:
+    from numpy.lib import format as npy
+
+    with archive.open(info) as handle:
+        try:
+            version = npy.read_magic(handle)
+            read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read(handle)
+        except ValueError as error:
+            raise UsageError(f"{path}: member {info.filename} is not a NumPy array ({error})"
+                             ) from None
+        return Member(tuple(shape), dtype, handle.tell(), info.file_size)
+
+
+def _check_headers(path: Path) -> dict[str, Member]:
+    """Every member's header, refusing any whose stored bytes exceed what it declares."""
+    members = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            if info.file_size > (1 << 40) or info.compress_size > info.file_size + (1 << 20):
+                raise UsageError(f"{path}: member {key} has implausible sizes; refused")
+            member = _read_header(archive, info, path)
+            if member.dtype.hasobject:
+                raise UsageError(f"{path}: holds pickled objects, which nnctl never loads")
+            if member.stored_bytes > member.header_bytes + member.declared_bytes:
+                raise UsageError(f"{path}: {key} holds {member.stored_bytes:,} bytes, more than "
+                                 f"its declared {member.shape} {member.dtype}; refused")
+            _check_member(path, key, member, None)  # text and version: before any read
+            members[key] = member
+    return members
+
+
+def expected_shapes(config: Config) -> dict[str, list[tuple[int, ...]]]:
+    """The shapes each array member may have under `config` (opt_{slot}_{i} follow the
+    parameter i: W0, b0, W1, ...)."""
+    sizes = config.sizes
+    shapes: dict[str, list[tuple[int, ...]]] = {
+        "scaler_min": [(), (sizes[0],)], "scaler_max": [(), (sizes[0],)]}
+    for i in range(len(config.model.layers)):
+        shapes[f"W{i}"], shapes[f"b{i}"] = [(sizes[i + 1], sizes[i])], [(sizes[i + 1],)]
+    return shapes
+
+
+def parameter_shapes(config: Config) -> list[tuple[int, ...]]:
+    sizes = config.sizes
+    return [shape for a, b in zip(sizes, sizes[1:]) for shape in ((b, a), (b,))]
+
+
+def _check_member(path: Path, key: str, member: Member, config: Config | None) -> None:
+    """A member's declared shape, before it is read: text and the version by themselves,
+    the arrays against the config (skipped while `config` is None)."""
+    if key in MAX_TEXT:
+        if member.shape != () or member.dtype.kind != "U":
+            raise UsageError(f"{path}: '{key}' should be text, found {member.dtype} "
+                             f"{member.shape}")
+        if member.dtype.itemsize // 4 > MAX_TEXT[key]:
+            raise UsageError(f"{path}: '{key}' is longer than {MAX_TEXT[key]:,} characters")
+        return
+    if key == "format_version":
+        allowed = [()]
+    elif config is None:
+        return
+    elif key.startswith("opt_"):
+        index = key.rpartition("_")[2]
+        shapes = parameter_shapes(config)
+        allowed = [shapes[int(index)]] if index.isdigit() and int(index) < len(shapes) else []
+    else:
+        allowed = expected_shapes(config).get(key)
+        if allowed is None:
+            return  # an unknown member: refused by name afterwards, never read
+    if member.shape not in allowed:
+        want = " or ".join(map(str, allowed)) or "nothing (no such parameter)"
+        raise UsageError(f"{path}: {key} declares shape {member.shape}, the config says {want}")
+    if member.dtype.kind not in "fiu":
+        raise UsageError(f"{path}: {key} has dtype {member.dtype}, expected numbers")
+
+
+def _checkpoint(path: Path, archive, headers: dict[str, Member] | None = None,
+                optimizer: bool = True) -> Checkpoint:
     keys = set(archive.files)
     missing = [key for key in REQUIRED if key not in keys]
     if missing:
@@ -159,6 +275,8 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
     except ConfigError as error:
         first = str(error).splitlines()[0]
         raise UsageError(f"{path}: its config does not validate: {first}") from None
+    for key, member in (headers or {}).items():
+        _check_member(path, key, member, config)
     layers = len(config.model.layers)
     expected = {f"{p}{i}" for p in "Wb" for i in range(layers)}
     known = expected | set(REQUIRED) | {"train_state", "dataset"}
@@ -189,19 +307,22 @@ def _checkpoint(path: Path, archive) -> Checkpoint:
     scaler = MinMaxScaler.from_arrays(archive)
     if scaler.data_min.shape not in ((), (sizes[0],)) or scaler.data_max.shape != scaler.data_min.shape:
         raise UsageError(f"{path}: scaler arrays should be scalars or ({sizes[0]},) vectors")
+    _check_scaler(path, scaler)
     activations = [get_activation(l.activation, **l.activation_params()) for l in config.model.layers]
     dtype = np.dtype(config.training.dtype)
     network = Network([w.astype(dtype) for w in weights], [b.astype(dtype) for b in biases],
                       activations, [layer.dropout for layer in config.model.layers])
     history = _json(archive, "history", path)
+    _check_history(path, history)
     state = _json(archive, "train_state", path) if "train_state" in keys else None
+    if state is not None:
+        _check_train_state(path, state, len(history), config.training.epochs)
     slots: dict[str, list[np.ndarray]] = {}
-    for key in sorted(k for k in keys if k.startswith("opt_")):
+    for key in sorted(k for k in keys if k.startswith("opt_") and optimizer):
         slot, _, index = key[4:].rpartition("_")
         slots.setdefault(slot, []).append((int(index), archive[key].astype(dtype)))
     optimizer_state = {s: [v for _, v in sorted(vs)] for s, vs in slots.items()}
-    return Checkpoint(network, scaler, config, history if isinstance(history, list) else [],
-                      state, optimizer_state, dataset)
+    return Checkpoint(network, scaler, config, history, state, optimizer_state, dataset)
 
 
 def _dataset(archive, path: Path) -> Dataset:
@@ -216,3 +337,45 @@ def _dataset(archive, path: Path) -> Dataset:
     except (KeyError, TypeError) as error:
         raise UsageError(f"{path}: 'dataset' is damaged ({error})") from None
     return from_record(record)
+
+
+def _check_scaler(path: Path, scaler: MinMaxScaler) -> None:
+    if not (np.isfinite(scaler.data_min).all() and np.isfinite(scaler.data_max).all()):
+        raise UsageError(f"{path}: the scaler holds nan or infinite values")
+    if (scaler.data_min > scaler.data_max).any():
+        raise UsageError(f"{path}: the scaler's minimum exceeds its maximum")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_history(path: Path, history) -> None:
+    """A list of epoch records with numbers where numbers belong: resume and plot read it."""
+    def numbers_ok(record: dict, keys: tuple[str, ...]) -> bool:
+        return all(_number(record[k]) for k in keys if k in record)
+
+    def record_ok(r) -> bool:
+        if not isinstance(r, dict) or not isinstance(r.get("epoch"), int):
+            return False
+        evaluations = r.get("evaluations", {})
+        return (numbers_ok(r, ("train_loss", "train_accuracy", "seconds", "learning_rate"))
+                and isinstance(evaluations, dict)
+                and all(isinstance(e, dict) and numbers_ok(e, ("accuracy", "loss", "samples"))
+                        for e in evaluations.values()))
+
+    if not isinstance(history, list) or not all(map(record_ok, history)):
+        raise UsageError(f"{path}: 'history' is damaged (expected a list of epoch records)")
+
+
+def _check_train_state(path: Path, state, recorded: int, epochs: int) -> None:
+    """The counters resume trusts: whole numbers in range, in step with the history."""
+    ok = (isinstance(state, dict) and isinstance(state.get("epochs_done"), int)
+          and isinstance(state.get("optimizer_steps"), int) and isinstance(state.get("rng"), dict)
+          and not isinstance(state["epochs_done"], bool))
+    if not ok or not 1 <= state["epochs_done"] <= epochs or state["optimizer_steps"] < 0:
+        raise UsageError(f"{path}: 'train_state' is damaged (epochs done, optimizer steps "
+                         "and the random generator's state are needed to resume)")
+    if state["epochs_done"] != recorded:
+        raise UsageError(f"{path}: 'train_state' says {state['epochs_done']} epochs are done, "
+                         f"the history records {recorded}; the file is damaged")

@@ -22,9 +22,11 @@ MAX_BYTES = 1 << 20
 def read_text(path: Path, what: str = "file") -> str:
     """A user's text file, or a one-line error saying why it cannot be read."""
     try:
-        if path.stat().st_size > MAX_BYTES:
+        with open(path, "rb") as handle:
+            content = handle.read(MAX_BYTES + 1)  # by bytes read: /dev/zero has st_size 0
+        if len(content) > MAX_BYTES:
             raise UsageError(f"{path}: {what} is larger than {MAX_BYTES // 1024} KiB")
-        return path.read_text(encoding="utf-8")
+        return content.decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such {what}") from None
     except IsADirectoryError:

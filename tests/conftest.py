@@ -166,3 +166,54 @@ def route(request):
     blas.use_numpy_only(request.param == "numpy")
     yield request.param
     blas.use_numpy_only(False)
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """full_disk(kib) -> a directory whose file system holds only `kib` KiB: a tmpfs mounted
+    there when the test may mount one (root), else a patched os.fdopen whose files raise
+    ENOSPC once the folder's files would pass that size (the route nnctl's downloads and
+    weights files write through)."""
+    import errno
+    import io
+    import os
+    import subprocess
+
+    mounted = []
+
+    def make(kib: int) -> Path:
+        directory = tmp_path / f"disk{len(mounted)}"
+        directory.mkdir()
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs",
+                                   str(directory)], capture_output=True)
+        except FileNotFoundError:
+            done = None
+        if done is not None and done.returncode == 0:
+            mounted.append(directory)
+            return directory
+        real = os.fdopen
+
+        class Full(io.BufferedWriter):
+            """Writes through at once; refuses what would take the folder past `kib`."""
+
+            def write(self, data) -> int:
+                used = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+                if used + len(data) > kib * 1024:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written = super().write(data)
+                self.flush()
+                return written
+
+        def fdopen(fd, mode="r", *args, **kwargs):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if "w" in mode and path.startswith(str(directory)):
+                return Full(real(fd, "wb", buffering=0))
+            return real(fd, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+        return directory
+
+    yield make
+    for directory in mounted:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)

@@ -1,6 +1,7 @@
 """A smoke test of the benchmark script on a tiny slice: it runs, and its figures are sane."""
 
 import importlib.util
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,3 +32,23 @@ def test_the_benchmark_measures_a_tiny_slice():
     assert all(0 < seconds < 5 for seconds in medians.values())
     evaluation = bench.evaluate_run(spec, scaler.transform(raw), labels)()
     assert evaluation.samples == 300
+
+
+def test_the_contention_runs_start_and_stop_their_competitors(monkeypatch):
+    bench = load_bench()
+    monkeypatch.setattr(bench, "torch_epoch", lambda spec, x, y: lambda: time.sleep(0.01))
+    with bench.competitors(2) as running:
+        assert len(running) == 2 and all(p.poll() is None for p in running)
+    assert all(p.poll() is not None for p in running)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (256, 784)).astype(np.uint8)
+    labels = rng.integers(0, 10, 256)
+    scaler = MinMaxScaler.fit(raw)
+    spec = {**bench.NETWORKS[0], "batch": 32}
+    rows = bench.contention(scaler.transform(raw), raw, labels, scaler, counts=(0, 1),
+                            repeats=1, networks=[spec], openblas_route=True)
+    assert [(r["network"], r["competitors"]) for r in rows] == [(spec["name"], 0),
+                                                                 (spec["name"], 1)]
+    assert all(0 < r["nnctl_s"] < 30 and r["load_1min"] >= 0 for r in rows)
+    assert all(r["torch_s"] >= 0.01 and r["nnctl_openblas_s"] > 0 for r in rows)
+    assert bench.environment()["nnctl_threads"] >= 1

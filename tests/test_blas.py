@@ -55,6 +55,16 @@ def test_affine_is_a_w_transposed_plus_b(route, dtype, rows, inputs, outputs):
     assert np.allclose(out, a.astype(np.float64) @ w.T + b, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, inner, cols", [(128, 512, 512), (3, 5, 4)])
+def test_product_is_a_b(route, dtype, rows, inner, cols):
+    rng = np.random.default_rng(6)
+    a, b = rng.random((rows, inner), dtype), rng.random((inner, cols), dtype)
+    out = np.full((rows, cols), np.nan, dtype)
+    blas.product(out, a, b)
+    assert np.allclose(out, a.astype(np.float64) @ b, rtol=1e-5)
+
+
 def test_the_numpy_route_is_taken_where_the_blas_cannot_be(route):
     """Mixed dtypes and transposed views: the result is still right."""
     rng = np.random.default_rng(8)
@@ -89,4 +99,6 @@ def test_big_arrays_go_through_the_blas(monkeypatch):
     blas.affine(z, a, w, np.zeros(128, np.float32))
     blas.add_product(w, z, a, -1.0, 1.0)
     blas.add_scaled(w, 0.5, np.ones_like(w))
-    assert calls == ["gemm", "gemm", "axpy"]
+    blocks = [len(blas.partition(*shape)[1]) - 1 for shape in ((64, 128, 784), (128, 784, 64))]
+    assert blocks == [2, 2]  # a product this size is cut in two
+    assert calls == ["gemm"] * sum(blocks) + ["axpy"]

@@ -322,7 +322,7 @@ def test_evaluate_fetches_only_the_test_split_and_leaves_nothing_when_offline(
     monkeypatch.setenv("NNCTL_MNIST_MIRROR", str(mirror))
     result = run("evaluate", weights, "--data-dir", tmp_path / "data", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["samples"] == 10000
+    assert json.loads(result.stdout)["samples"] == 10000
     assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == [
         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     monkeypatch.setenv("NNCTL_MNIST_MIRROR", str(tmp_path / "nothing-here"))
@@ -351,7 +351,7 @@ def test_data_commands_take_the_dataset(tmp_path, monkeypatch):
     assert unknown.exit_code == 2 and "unknown dataset 'kmnist'" in unknown.output
     monkeypatch.setenv("NNCTL_FASHION_MNIST_MIRROR", str(tmp_path / "nowhere"))
     failed = run("data", "download", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "d")
-    assert failed.exit_code == 1 and "Set NNCTL_FASHION_MNIST_MIRROR" in failed.output
+    assert failed.exit_code == 1 and "NNCTL_FASHION_MNIST_MIRROR is set to" in failed.output
     assert not (tmp_path / "d").exists()
 
 

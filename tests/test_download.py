@@ -42,8 +42,8 @@ def cache(dataset):
 def fetch(dataset):
     """The download as the dataset's cache does it: fetch(archive, digest, dest, sources)."""
 
-    def get(filename, sha256, dest, sources, policy=FAST):
-        spec = DataFile(filename.removesuffix(".gz"), sha256, (200,))
+    def get(filename, sha256, dest, sources, policy=FAST, shape=(200,)):
+        spec = DataFile(filename.removesuffix(".gz"), sha256, shape)
         return ensure_file(spec, dest.parents[1], sources, dataset=dataset, policy=policy)
 
     return get
@@ -177,6 +177,7 @@ def test_a_server_that_stalls_mid_body_times_out_and_is_retried(tmp_path, folder
     mirror.faults[f"/{NAME}.gz"] = ["stall"]
     dest = cache(tmp_path)
     policy = RetryPolicy(attempts=2, backoff=0.01, connect_timeout=2, read_timeout=0.5)
-    fetch(f"{NAME}.gz", hashlib.sha256(content).hexdigest(), dest, [mirror.url], policy)
+    fetch(f"{NAME}.gz", hashlib.sha256(content).hexdigest(), dest, [mirror.url], policy,
+          shape=big.shape)
     assert len(mirror.requests) == 2
     assert dest.read_bytes() == content

@@ -97,3 +97,15 @@ def test_predict_users_pictures_of_test_digits(trained):
     assert all(abs(sum(a["probabilities"]) - 1) < 1e-4 for a in answers[:-1])
     shown = runner.invoke(app, ["predict", files[0], "--weights", str(root / "w.npz"), "--show"])
     assert shown.exit_code == 0 and "@@" in shown.output
+
+
+def test_evaluate_split_validation_is_the_held_out_images_training_reported(trained):
+    root, _ = trained
+    result = runner.invoke(app, ["evaluate", str(root / "w.npz"), "--data-dir",
+                                 str(root / "data"), "--split", "validation", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    last = json.loads((root / "m.jsonl").read_text().splitlines()[-1])
+    assert report["samples"] == 5000
+    assert report["accuracy"] == last["evaluations"]["validation"]["accuracy"]
+    assert report["loss"] == pytest.approx(last["evaluations"]["validation"]["loss"], rel=1e-6)

@@ -40,7 +40,9 @@ def weights_file(path, epochs_done=None, output="softmax", loss=None, **training
     config = validate(raw)
     network = experiment.build_network(config, np.random.default_rng(0))
     history = [{"epoch": e, "train_loss": 1.0, "train_accuracy": 0.5, "seconds": 1.0,
-                "learning_rate": 0.1, "evaluations": {}} for e in range(1, (epochs_done or 2) + 1)]
+                "learning_rate": 0.1,
+                "evaluations": {"validation": {"loss": 1.0, "accuracy": 0.5 - e / 100}}}
+               for e in range(1, (epochs_done or 2) + 1)]
     state = None
     if epochs_done is not None:
         state = {"epochs_done": epochs_done, "rng": np.random.default_rng(0).bit_generator.state,
@@ -151,6 +153,9 @@ def test_swapped_arguments_are_recognised(tmp_path):
         (("evaluate", config), f"{config}: is a YAML config, not a weights file; train it "
                                f"first: nnctl train {config}"),
         (("predict", image, "--weights", image), f"{image}: is an image, not a weights file"),
+        (("train", config, "--resume", config), f"{config}: is a YAML config, not a weights "
+                                                f"file; train it first: nnctl train {config}, "
+                                                "then nnctl train CONFIG --resume WEIGHTS"),
     ]
     for args, message in cases:
         result = run(*args)
@@ -262,7 +267,7 @@ def test_an_early_stopped_file_says_why_it_cannot_resume(tmp_path):
     checkpoint = load(weights)
     checkpoint.config.training.early_stopping.patience = 2
     with pytest.raises(UsageError, match="early stopping ended this run after epoch 2 and the "
-                                         "file holds the weights of its best epoch"):
+                                         "file holds the weights of its best epoch, 1,"):
         experiment.check_resumable(checkpoint, checkpoint.config, "w.npz")
     resumable = load(weights_file(tmp_path / "r.npz", epochs_done=1))
     assert experiment.check_resumable(resumable, resumable.config) == 2
@@ -397,3 +402,22 @@ def test_written_files_take_the_umask_and_a_replaced_file_keeps_its_mode(tmp_pat
     dest = tmp_path / "cache" / spec.name
     fetch(spec.archive, hashlib.sha256(content).hexdigest(), dest, [str(source)])
     assert mode(dest) == 0o644
+
+
+@pytest.mark.slow
+def test_training_with_bracketed_paths_prints_them_and_writes_0644(tmp_path, mnist_cache, umask):
+    data = tmp_path / "dd[x]"
+    data.symlink_to(mnist_cache, target_is_directory=True)
+    config = config_file(tmp_path / "c[1].yaml", f"""\
+        data: {{validation: 55000}}
+        model: {{layers: {json.dumps(LAYERS)}}}
+        training: {{epochs: 1, batch_size: 100}}
+        """)
+    out = tmp_path / "w[best].npz"
+    result = run("train", config, "--out", out, "--data-dir", data, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # cached: no download notice
+    assert ", 1 epoch, " in result.stdout and f"weights saved to {out}" in result.stdout
+    assert "best epoch 1 (validation accuracy" in result.stdout
+    assert all(line == line.rstrip() for line in result.stdout.splitlines())
+    assert mode(out) == 0o644

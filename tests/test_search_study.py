@@ -124,9 +124,9 @@ def test_two_workers_share_one_sqlite_study_and_the_best_config_trains(tmp_path,
 @pytest.mark.slow
 def test_a_killed_worker_and_ctrl_c_leave_a_consistent_study_that_resumes(tmp_path, mnist_cache):
     # Trials of a second or two on an idle machine: long enough to be caught mid-trial.
-    config = tiny_config(tmp_path, "faults", epochs=10, limit=3000, units=(384, 512))
+    config = tiny_config(tmp_path, "faults", epochs=8, limit=3000, units=(192, 256))
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
-    command = ["tune", config, "--trials", 3, "--data-dir", mnist_cache, "--heartbeat", 1,
+    command = ["tune", config, "--trials", 2, "--data-dir", mnist_cache, "--heartbeat", 1,
                "--pruner", "none"]
 
     machine = nnctl(*command, cwd=tmp_path)
@@ -155,7 +155,7 @@ def test_a_killed_worker_and_ctrl_c_leave_a_consistent_study_that_resumes(tmp_pa
     assert code == 0, err
     final = trials_of(storage, "faults")
     assert [t.number for t in final] == list(range(len(final)))
-    assert sum(t.state.name == "COMPLETE" for t in final) == 3
+    assert sum(t.state.name == "COMPLETE" for t in final) == 2
     assert sum(t.state.name == "FAIL" for t in final) == 1 + len(interrupted)
     rows = {row["number"]: row for row in json.loads(out)["trials"]}
     assert rows[killed[0].number]["error"] == "its worker stopped (killed or lost)"

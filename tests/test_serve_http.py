@@ -154,6 +154,24 @@ def test_an_uploaded_image_gets_what_nnctl_predict_json_prints(client, checkpoin
     assert as_body.json() == [dict(expected[0], file="upload")]
 
 
+def test_a_fashion_model_names_its_classes_and_prepares_photos_as_predict_does(
+        checkpoint, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from nnctl.data.datasets import FASHION_MNIST
+
+    fashion = replace(checkpoint, dataset=FASHION_MNIST)
+    photo = Image.new("L", (200, 260), 230)
+    ImageDraw.Draw(photo).rectangle((50, 40, 150, 220), fill=40)  # a dark coat on light paper
+    data = png(photo)
+    expected = predict_cli(tmp_path, monkeypatch, fashion, "coat.png", data)
+    with TestClient(create_app(fashion)) as client:
+        model = client.get("/api/model").json()
+        answer = client.post("/api/predict", files={"file": ("coat.png", data)}).json()
+    assert model["classes"] == list(FASHION_MNIST.classes) and model["dataset"] == "Fashion-MNIST"
+    assert answer == expected and answer[0]["class"] == FASHION_MNIST.classes[answer[0]["label"]]
+
+
 def test_raw_takes_a_28x28_image_as_it_is_and_pixels_shows_the_input(
         client, checkpoint, tmp_path, monkeypatch):
     digit = np.zeros((28, 28), np.uint8)
@@ -331,12 +349,16 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "w.npz")])
     assert result.exit_code == 2
     assert result.output.strip() == ("error: nnctl serve needs the serve extra; install it "
-                                     "with: pip install 'nnctl[serve]'")
+                                     f"with: {sys.executable} -m pip install 'starlette>=0.40' "
+                                     "'uvicorn>=0.30' 'python-multipart>=0.0.18'")
 
 
 def test_serve_with_a_missing_weights_file_or_a_busy_port_is_one_line(checkpoint, tmp_path):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "none.npz")])
     assert result.exit_code == 2 and "no such weights file" in result.output
+    (tmp_path / "c.yaml").write_text("model: {}\n")
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 2 and "is a YAML config, not a weights file" in result.output
     weights.save(tmp_path / "w.npz", checkpoint)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

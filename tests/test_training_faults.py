@@ -1,6 +1,7 @@
 """Divergence, Ctrl-C, a kill during a save, and resume, on the real MNIST (a 5000-image slice)."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -98,8 +99,9 @@ def run_nnctl(*args, **kwargs):
 
 def test_ctrl_c_stops_promptly_keeps_the_last_epoch_and_says_how_to_resume(tmp_path, mnist_cache):
     out, metrics = tmp_path / "w.npz", tmp_path / "m.jsonl"
-    process = run_nnctl("train", config(tmp_path, epochs=500), "--out", out, "--metrics", metrics,
-                        "--data-dir", mnist_cache)
+    process = run_nnctl("train", config(tmp_path, epochs=5), "--out", out, "--metrics", metrics,
+                        "--data-dir", mnist_cache, "--epochs", 500, "--learning-rate", 0.05,
+                        "--batch-size", 100)
     deadline = time.monotonic() + 60
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()
@@ -110,12 +112,23 @@ def test_ctrl_c_stops_promptly_keeps_the_last_epoch_and_says_how_to_resume(tmp_p
     assert time.monotonic() - started < 5
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert (f"continue with: nnctl train {tmp_path / 'c.yaml'} --resume {out} --data-dir "
-            f"{mnist_cache} --metrics {metrics}\n") in stderr
+    hint = (f"nnctl train {tmp_path / 'c.yaml'} --resume {out} --epochs 500 --batch-size 100 "
+            f"--learning-rate 0.05 --data-dir {mnist_cache} --metrics {metrics}")
+    assert f"continue with: {hint}\n" in stderr
     saved = load(out)
     done = saved.train_state["epochs_done"]
     assert done >= 2 and f"weights of epoch {done} are in" in stderr
     assert len(saved.history) == done
+    # The hint, run as printed, continues this very run: its settings pass the resume check.
+    from nnctl.cli.app import OVERRIDE_OPTIONS
+    from nnctl.config import load_config
+    from nnctl.experiment import check_resumable
+
+    words = shlex.split(hint)
+    given = dict(zip(words[5::2], words[6::2]))
+    overrides = {key: (float if "rate" in key else int)(given[option])
+                 for key, option in OVERRIDE_OPTIONS.items() if option in given}
+    assert check_resumable(saved, load_config(words[2], overrides)) == done + 1
 
 
 def test_a_process_killed_while_saving_leaves_the_previous_file_intact(tmp_path):

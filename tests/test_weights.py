@@ -47,7 +47,7 @@ def rewrite(path, tmp_path, **changes):
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"W0": np.zeros((5, 700), np.float32)}, "W0 (5, 700) and b0 (5,) should be (5, 784)"),
+    ({"W0": np.zeros((5, 700), np.float32)}, "W0 declares shape (5, 700), the config says (5, 784)"),
     ({"W1": None}, "missing arrays W1"),
     ({"W7": np.zeros(3)}, "unexpected arrays W7"),
     ({"b0": np.full(5, np.nan, np.float32)}, "b0 holds nan or infinite values"),

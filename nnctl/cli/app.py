@@ -33,19 +33,27 @@ DataDir = Annotated[Optional[Path], typer.Option(
 
 
 def guarded(command: Callable) -> Callable:
-    """Turn NnctlError into one line on stderr and its exit code, and Ctrl-C into 130."""
+    """Turn NnctlError into one line on stderr and its exit code, Ctrl-C, SIGTERM and SIGHUP
+    into a message and 128 + the signal, and running out of memory into one line."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        from nnctl import signals
+
         try:
-            return command(*args, **kwargs)
+            with signals.stop_on_signals():
+                return command(*args, **kwargs)
         except NnctlError as error:
             for line in str(error).splitlines():
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as stop:
+            typer.echo(signals.describe(stop), err=True)
+            raise typer.Exit(signals.exit_code(stop)) from None
+        except MemoryError as error:
+            typer.echo(f"error: out of memory{f' ({error})' if str(error) else ''}; try a "
+                       "smaller network or batch size, or free some memory", err=True)
+            raise typer.Exit(1) from None
 
     return run
 
@@ -84,22 +92,27 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each file: a quick smoke run (overrides data.limit).")] = None,
     log_every: Annotated[int, typer.Option(help="Print the running loss and accuracy every N batches.", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    threads: Annotated[Optional[str], typer.Option(help="Override training.threads: a number or auto \\[default: $NNCTL_THREADS, else auto].")] = None,
 ) -> None:
     """Train a network on the dataset CONFIG names (MNIST by default), and save its weights."""
     from nnctl import experiment, weights
     from nnctl.cli import render
     from nnctl.cli.hint import resume_command
     from nnctl.cli.progress import DownloadBars, EpochBar
-    from nnctl.cli.swapped import refuse_weights_as_config
+    from nnctl.cli.swapped import refuse_as_weights, refuse_weights_as_config
     from nnctl.config import load_config
+    from nnctl.threads import describe as describe_threads
 
     refuse_weights_as_config(config, "train")
+    if resume is not None:
+        refuse_as_weights(resume, "train")
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.learning_rate": learning_rate, "training.seed": seed,
-                 "data.limit": limit}
+                 "data.limit": limit,
+                 "training.threads": threads}
     given = {key: value for key, value in overrides.items() if value is not None}
     settings = load_config(config, given, OVERRIDE_OPTIONS)
-    checkpoint = weights.load(resume) if resume else None
+    checkpoint = weights.load(resume, optimizer=True) if resume else None
     first = 1
     if checkpoint is not None:
         first = experiment.check_resumable(checkpoint, settings, str(resume),
@@ -108,7 +121,7 @@ def train(
     again = resume_command(config, target, {
         "--epochs": epochs, "--batch-size": batch_size, "--learning-rate": learning_rate,
         "--seed": seed, "--data-dir": data_dir, "--metrics": metrics, "--limit": limit,
-        "--log-every": log_every or None, "--quiet": quiet})
+        "--log-every": log_every or None, "--quiet": quiet, "--threads": threads})
     console = _console(quiet)
     observer = DownloadBars(console)
     if not quiet:
@@ -119,7 +132,8 @@ def train(
     rows = render.EpochTable(console, settings.training.epochs)
     with _metrics_log(metrics) as log, EpochBar(console, settings.training.epochs) as bar:
         def on_start(network) -> None:
-            render.model_summary(console, network, settings)
+            render.model_summary(console, network, settings,
+                                 describe_threads(settings.training.threads))
             if checkpoint is not None:
                 console.print(f"resuming at epoch {first} of {settings.training.epochs}")
 
@@ -138,7 +152,7 @@ def train(
 # The config key each option of `nnctl train` overrides, named in errors about its value.
 OVERRIDE_OPTIONS = {"training.epochs": "--epochs", "training.batch_size": "--batch-size",
                     "training.learning_rate": "--learning-rate", "training.seed": "--seed",
-                    "data.limit": "--limit"}
+                    "data.limit": "--limit", "training.threads": "--threads"}
 
 
 class _Announcing:
@@ -181,11 +195,18 @@ def _metrics_log(path: Optional[Path]):
         sink = open(path, "a", encoding="utf-8")
     except OSError as error:
         raise UsageError(f"{path}: cannot write the metrics file ({error.strerror})") from None
-    with sink:
-        def write(report) -> None:
+    def write(report) -> None:
+        try:
             sink.write(json.dumps({"run": run, **report.as_dict()}) + "\n")
             sink.flush()
+        except OSError as error:
+            raise NnctlError(f"{path}: cannot write the metrics file ({error.strerror}); the "
+                             f"weights of epoch {report.epoch} were saved") from None
+    try:
         yield write
+    finally:
+        with contextlib.suppress(OSError):
+            sink.close()
 
 
 @app.command()
@@ -351,8 +372,10 @@ def serve(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
     """A page in the browser: draw a digit and watch the network read it (the serve extra)."""
+    from nnctl.cli.swapped import refuse_as_weights
     from nnctl.serve.server import serve as run_server
 
+    refuse_as_weights(weights, "serve")
     run_server(weights, host, port, open_browser, say=typer.echo,
                warn=lambda text: typer.echo(text, err=True))
 

@@ -21,10 +21,19 @@ class DownloadBars:
 
     def __init__(self, console: Console):
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeRemainingColumn(), console=console,
             disable=not console.is_terminal, transient=True)
         self.task = None
+        self.console = console
+
+    def note(self, message: str, retry: bool) -> None:
+        """Which mirror is tried, on a terminal; each retry and failover, on stderr always,
+        so that logs have them too."""
+        if self.console.quiet or not (retry or self.console.is_terminal):
+            return
+        Console(stderr=True, highlight=False).print(
+            Text(message, style="yellow" if retry else "dim"), soft_wrap=True)
 
     def start(self, label: str, total: int | None) -> None:
         self.progress.start()

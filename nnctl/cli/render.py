@@ -27,7 +27,7 @@ def count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def model_summary(console: Console, network, config) -> None:
+def model_summary(console: Console, network, config, threads: str = "") -> None:
     table = Table(title="model", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("layer", "weights W", "bias b", "activation", "parameters"):
         table.add_column(name, justify="right" if name == "parameters" else "left")
@@ -45,7 +45,7 @@ def model_summary(console: Console, network, config) -> None:
               else f"beta1 {o.beta1:g} beta2 {o.beta2:g}")
     console.print(f"loss {config.loss}; optimizer {o.name} (learning rate {t.learning_rate:g}, {extras}, weight "
                   f"decay {o.weight_decay:g}), batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed "
-                  f"{t.seed}, {t.dtype}", highlight=False)
+                  f"{t.seed}, {t.dtype}" + (f", {threads}" if threads else ""), highlight=False)
 
 
 def _epoch_columns(width: int | None) -> list[tuple[str, str, int]]:
@@ -255,14 +255,15 @@ def gradient_checks(console: Console, checks, threshold: float) -> None:
 
 
 def cache_info(console: Console, files, data_dir, title: str = "MNIST") -> None:
-    table = Table(title=f"{title} cache in {data_dir}", box=box.SIMPLE_HEAD, title_justify="left")
+    console.print(f"{title} cache in {data_dir}", soft_wrap=True)  # a long path, unbroken
+    table = Table(box=box.SIMPLE_HEAD)
     for name in ("file", "size", "verified", "samples", "count per class 0-9"):
-        table.add_column(name)
+        table.add_column(name, no_wrap=name == "file")
     for entry in files:
         size = f"{entry.size:,} B" if entry.size is not None else "missing"
         verified = Text("yes", style="green") if entry.verified else Text(
             "no" if entry.size is not None else "-", style="red")
         samples = f"{entry.samples:,}" if entry.samples is not None else ""
         classes = " ".join(map(str, entry.class_counts)) if entry.class_counts else ""
-        table.add_row(str(entry.path), size, verified, samples, classes)
+        table.add_row(entry.path.name, size, verified, samples, classes)
     console.print(table)

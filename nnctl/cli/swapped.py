@@ -54,8 +54,10 @@ def refuse_as_weights(weights: Path, command: str) -> None:
         return
     suffix = weights.suffix.lower()
     if suffix in CONFIG_SUFFIXES:
+        then = "nnctl train CONFIG --resume WEIGHTS" if command == "train" else \
+            f"nnctl {command} WEIGHTS"
         raise UsageError(f"{weights}: is a YAML config, not a weights file; train it first: "
-                         f"nnctl train {_q(weights)}, then nnctl {command} WEIGHTS")
+                         f"nnctl train {_q(weights)}, then {then}")
     if suffix in IMAGE_SUFFIXES:
         where = (f"nnctl predict {_q(weights)} --weights WEIGHTS" if command == "predict"
                  else f"nnctl predict {_q(weights)}")

@@ -26,6 +26,14 @@ class DataFile:
     def archive(self) -> str:
         return self.name + ".gz"
 
+    @property
+    def nbytes(self) -> int:
+        """The IDX file's size: a 4-byte magic, 4 bytes per dimension, one byte per value."""
+        count = 1
+        for side in self.shape:
+            count *= side
+        return 4 + 4 * len(self.shape) + count
+
 
 @dataclass(frozen=True)
 class Dataset:

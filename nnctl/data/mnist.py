@@ -64,7 +64,8 @@ def cache_dir(data_dir: Path, dataset: Dataset = MNIST) -> Path:
 def _verified_bytes(spec: DataFile, path: Path) -> bytes | None:
     """The file's bytes if they are the canonical content, else None."""
     try:
-        content = path.read_bytes()
+        with open(path, "rb") as handle:
+            content = handle.read(spec.nbytes + 1)  # a longer file is not the file
     except (FileNotFoundError, NotADirectoryError):
         return None  # not cached (a data directory that is a file is reported on writing)
     except OSError as error:
@@ -89,11 +90,17 @@ def ensure_file(
     if not download:
         raise DataError(f"{path}: not in the cache (run: nnctl data download)")
     if path.exists():
-        path.unlink()  # corrupt: never used, fetched again
+        try:
+            path.unlink()  # corrupt: never used, fetched again
+        except OSError as error:
+            raise DataError(f"{path}: corrupt, and cannot be replaced there ({error.strerror});"
+                            " choose a writable data directory with --data-dir or "
+                            "NNCTL_DATA_DIR") from None
     created = [d for d in (path.parent, path.parent.parent) if not d.exists()]
     try:
         fetch(spec.archive, spec.sha256, path, dataset.sources() if sources is None else sources,
-              observer, policy=policy, mirror_env=dataset.mirror_env or "", title=dataset.title)
+              observer, policy=policy, mirror_env=dataset.mirror_env or "", title=dataset.title,
+              size=spec.nbytes)
     except DataError:
         for directory in created:  # a failed first download leaves no empty folders behind
             with contextlib.suppress(OSError):

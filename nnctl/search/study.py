@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -30,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from nnctl.errors import NnctlError, UsageError
+from nnctl.extras import install_command
 from nnctl.search.space import Dimension, apply
 
-# sys.executable is the Python nnctl runs in: the hints install into its environment.
 INSTALL_HINT = ("nnctl tune needs Optuna; install it with: "
-                f"{shlex.quote(sys.executable)} -m pip install 'optuna>=4.0' 'threadpoolctl>=3.1'")
+                + install_command("optuna>=4.0", "threadpoolctl>=3.1"))
 DRIVER_HINT = ("the {scheme} storage needs its database driver; for PostgreSQL: "
-               f"{shlex.quote(sys.executable)} -m pip install 'psycopg[binary]>=3.1'")
+               + install_command("psycopg[binary]>=3.1"))
 PRUNERS = ("median", "halving", "hyperband", "none")
 METADATA = "nnctl"  # the study's user attribute holding the config it searches
 
@@ -361,6 +360,9 @@ def _blas_limits(threads: int):
     import numpy  # noqa: F401 - its BLAS must be loaded for the limit to reach it
     from threadpoolctl import threadpool_limits
 
+    from nnctl.threads import limit
+
+    limit(threads)  # training's own threads too, not only the BLAS's
     return threadpool_limits(limits=threads, user_api="blas")
 
 

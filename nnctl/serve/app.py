@@ -183,12 +183,15 @@ def _from_json(predictor: Predictor, body: bytes) -> Prediction:
         raise HTTPException(400, f"the body is not valid JSON ({error})") from None
     except RecursionError:
         raise HTTPException(400, "the body's JSON is nested too deeply") from None
-    return predictor.array(pixel_array(values))
+    return predictor.array(pixel_array(values, predictor.image_shape))
 
 
 def _answer(result: Prediction, pixels: bool) -> dict:
-    """`nnctl predict --json`'s object, with the 784 inputs the network saw when asked."""
+    """`nnctl predict --json`'s object, with the warning `nnctl predict` prints beside it,
+    and the inputs the network saw, row by row, when asked."""
     answer = result.as_dict()
+    if result.warning:
+        answer["warning"] = result.warning
     if pixels:
         answer["pixels"] = [round(float(v), 4) for v in np.ravel(result.pixels)]
     return answer

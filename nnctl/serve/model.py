@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nnctl.weights import Checkpoint, class_names
+from nnctl import weights
+from nnctl.weights import Checkpoint
 
 
 def saved_epoch(checkpoint: Checkpoint) -> dict | None:
@@ -43,8 +44,9 @@ def summary(checkpoint: Checkpoint, name: str) -> dict:
     test = (row or {}).get("evaluations", {}).get("test")
     return {
         "file": name,
-        "dataset": config.data.dataset,
-        "classes": class_names(checkpoint),
+        "dataset": checkpoint.dataset.title,
+        "classes": weights.class_names(checkpoint),
+        "image_shape": list(checkpoint.dataset.image_shape),
         "input": network.sizes[0],
         "layers": layers,
         "parameters": network.parameter_count(),

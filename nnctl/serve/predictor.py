@@ -67,17 +67,19 @@ def check_format(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> str:
     return kind
 
 
-def pixel_array(value: object) -> np.ndarray:
-    """A 28x28 array of numbers from 0 to 255 (MNIST's scale: light ink on black)."""
+def pixel_array(value: object, shape: tuple[int, int] = (SIDE, SIDE)) -> np.ndarray:
+    """An array of `shape` (rows, columns) of numbers from 0 to 255, on the dataset's scale
+    (MNIST's: light ink on black)."""
+    height, width = shape
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):
         array = np.asarray(None)  # ragged rows: reported as not an array below
-    if array.shape != (SIDE, SIDE):
-        raise UsageError(f"expected a {SIDE}x{SIDE} array (a list of {SIDE} rows of {SIDE} "
-                         f"numbers), got {_shape(value)}")
+    if array.shape != (height, width):
+        raise UsageError(f"expected a {width}x{height} array (a list of {height} rows of "
+                         f"{width} numbers), got {_shape(value)}")
     if array.dtype.kind not in "iuf":
-        raise UsageError(f"expected numbers from 0 to 255 in the {SIDE}x{SIDE} array")
+        raise UsageError(f"expected numbers from 0 to 255 in the {width}x{height} array")
     array = array.astype(np.float64)
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
         raise UsageError("the array's values should be finite numbers from 0 to 255")
@@ -129,11 +131,16 @@ class Predictor:
             raise UsageError(f"{name}: {result.error}")
         return replace(result, file=name)
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.checkpoint.dataset.image_shape)
+
     def array(self, values: np.ndarray) -> Prediction:
-        """A 28x28 array on MNIST's scale, taken as it is (as `nnctl predict --raw` would)."""
+        """An image as an array on the dataset's scale, taken as it is (as `nnctl predict
+        --raw` takes an image file)."""
         with self._borrow() as checkpoint:
             x = checkpoint.scaler.transform(values.reshape(1, -1), checkpoint.network.dtype)
             p = checkpoint.network.forward(x)[0]
-        return Prediction("array", int(np.argmax(p)), p, x[0],
-                          normalised=checkpoint.network.activations[-1].name == "softmax",
-                          classes=checkpoint.dataset.classes)
+            softmax = checkpoint.network.activations[-1].name == "softmax"
+            return Prediction("array", int(np.argmax(p)), p, x[0].reshape(values.shape),
+                              normalised=softmax, classes=checkpoint.dataset.classes)

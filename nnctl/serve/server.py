@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Callable
 
 from nnctl.errors import NnctlError, UsageError
+from nnctl.extras import install_command
 
-INSTALL_HINT = "nnctl serve needs the serve extra; install it with: pip install 'nnctl[serve]'"
+INSTALL_HINT = ("nnctl serve needs the serve extra; install it with: "
+                + install_command("starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18"))
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
 
 

@@ -1,5 +1,5 @@
 // The page of `nnctl serve`: a drawing pad and photo upload sent to /api/predict, the answer
-// as a bar chart and the 28x28 input the network saw, and the model from /api/model.
+// as a bar chart and the input image the network saw, and the model from /api/model.
 "use strict";
 
 const TOP_K = 5;
@@ -17,6 +17,7 @@ let strokes = [];      // each stroke a list of [x, y] in the pad's pixels
 let current = null;    // the stroke being drawn
 let photo = false;     // an uploaded photo is on the pad
 let classes = [];      // class names by label, from /api/model
+let shape = [28, 28];  // the network's input image, rows and columns, from /api/model
 let version = 0;       // bumped on every change of the drawing or photo
 let session = 0;       // bumped when the input starts over: answers to older ones are dropped
 let inFlight = false;  // one drawing request at a time; the newest drawing goes next
@@ -230,23 +231,30 @@ function className(label) {
 }
 
 function showAnswer(answer, ms, sent) {
-  const p = answer.probabilities;
+  // A softmax output answers probabilities; any other output, scores, drawn from min to max.
+  const probabilities = answer.probabilities !== undefined;
+  const p = probabilities ? answer.probabilities : answer.scores;
+  const [low, high] = probabilities ? [0, 1] : [Math.min(...p), Math.max(...p)];
+  const share = (v) => (high > low ? (v - low) / (high - low) : 0);
   const order = p.map((_, i) => i).sort((a, b) => p[b] - p[a]).slice(0, TOP_K);
   const name = className(answer.label);
   const label = $("label");
   label.textContent = name;
   label.classList.toggle("long", name.length > 2);
-  $("confidence").textContent = `${(100 * p[answer.label]).toFixed(1)}% sure`;
+  $("confidence").textContent = probabilities
+    ? `${(100 * p[answer.label]).toFixed(1)}% sure` : `score ${p[answer.label].toFixed(3)}`;
   $("timing").textContent = `answered in ${Math.round(ms)} ms`;
   $("timing").dataset.ms = ms.toFixed(1);
   const bars = $("bars");
-  bars.replaceChildren(...order.map((index) => barRow(className(index), index, p[index])));
+  bars.replaceChildren(...order.map((index) => barRow(
+    className(index), index, p[index], share(p[index]),
+    probabilities ? `${(100 * p[index]).toFixed(1)}%` : p[index].toFixed(3))));
   drawSeen(answer.pixels);
-  setStatus("", false);
+  setStatus(answer.warning || "", false);
   pad.dataset.answered = String(sent);
 }
 
-function barRow(name, index, probability) {
+function barRow(name, index, probability, width, text) {
   const row = document.createElement("div");
   row.className = "bar-row";
   row.dataset.label = String(index);
@@ -258,20 +266,22 @@ function barRow(name, index, probability) {
   track.className = "track";
   const fill = document.createElement("span");
   fill.className = "fill";
-  fill.style.width = `${(100 * probability).toFixed(2)}%`;
+  fill.style.width = `${(100 * width).toFixed(2)}%`;
   fill.style.display = "block";
   track.append(fill);
   const value = document.createElement("span");
   value.className = "value";
-  value.textContent = `${(100 * probability).toFixed(1)}%`;
+  value.textContent = text;
   row.append(title, track, value);
   return row;
 }
 
 function drawSeen(pixels) {
-  const seen = $("seen").getContext("2d");
-  const image = seen.createImageData(28, 28);
-  for (let i = 0; i < 784; i += 1) {
+  const canvas = $("seen");
+  [canvas.height, canvas.width] = shape;
+  const seen = canvas.getContext("2d");
+  const image = seen.createImageData(shape[1], shape[0]);
+  for (let i = 0; i < shape[0] * shape[1]; i += 1) {
     const v = Math.round(255 * Math.min(1, Math.max(0, pixels ? pixels[i] : 0)));
     image.data.set([v, v, v, 255], 4 * i);
   }
@@ -313,6 +323,12 @@ async function loadModel() {
     return;
   }
   classes = model.classes;
+  shape = model.image_shape;
+  $("seen-size").textContent = `${shape[1]}×${shape[0]}`;
+  drawSeen(null);
+  if (model.dataset !== "MNIST") {
+    $("tagline").textContent = `Draw or drop a picture and watch the network classify it (${model.dataset}).`;
+  }
   $("model-name").textContent = model.file;
   const parts = [`${model.parameters.toLocaleString("en")} parameters`,
                  `${model.epochs} epoch${model.epochs === 1 ? "" : "s"} of ${model.optimizer}`,
