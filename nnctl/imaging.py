@@ -1,14 +1,21 @@
-"""Turning a user's image into an MNIST-like 28x28 digit, the way MNIST itself was made.
+"""Reading users' images, and drawing a digit the way MNIST drew its digits.
 
 A plain resize of a photo is why so many MNIST demos fail on real handwriting. MNIST digits
 are light ink on black, cropped to the ink, scaled so the longer side is 20 pixels (keeping
-the aspect ratio), and placed in a 28x28 field with the centre of mass at the centre. This
-module does the same: grayscale, transparency as background, inversion when the background
-is light, contrast stretched to the ink, crop, scale, centre.
+the aspect ratio), and placed in a 28x28 field with the centre of mass at the centre.
+
+Reading is bounded before any float work: only raster formats are opened (never PostScript,
+which Pillow would hand to Ghostscript), the pixel count is checked from the header, the
+image is turned upright by its EXIF orientation, reduced while still 8-bit (JPEGs decode at
+a reduced scale directly) and only then converted to float. Finding the digit in a photo is
+`nnctl.handwriting`'s job; `prepare` ties the two together.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +26,41 @@ SIDE = 28
 BOX = 20
 MAX_PIXELS = 64_000_000  # refuse decompression bombs before decoding
 INK_THRESHOLD = 0.2  # fraction of full contrast that counts as ink when cropping
+WORK_SIDE = 640  # photos are reduced to this longer side before any float work
+# Raster formats only: Pillow would pass EPS to Ghostscript, whatever the file is called.
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "TGA",
+                  "ICO", "PCX", "QOI")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_NUMERIC_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def read_grayscale(path: Path) -> np.ndarray:
-    """The image as float64 luminance in [0, 1], alpha composited onto the background."""
+@dataclass(frozen=True)
+class Loaded:
+    """An image as float32 luminance in [0, 1], upright, at most `max_side` pixels long;
+    `scale` maps its pixels back to the file's (original = scale * loaded)."""
+
+    gray: np.ndarray
+    size: tuple[int, int]  # the upright original's width and height
+    scale: float
+
+
+def load_image(path: Path, max_side: int | None = WORK_SIDE) -> Loaded:
+    """Decode an image file safely: raster formats only, bounded size, EXIF orientation
+    honoured, reduced to `max_side` before float work (None keeps every pixel)."""
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)  # or a file-like object (an upload) that Pillow reads
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise UsageError(f"{path}: {width}x{height} pixels is more than nnctl decodes "
-                                 f"({MAX_PIXELS:,}); refused as a possible decompression bomb")
-            image.load()
-            return _luminance(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=RASTER_FORMATS) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise UsageError(f"{path}: {width}x{height} pixels is more than nnctl "
+                                     f"decodes ({MAX_PIXELS:,}); refused as a possible "
+                                     f"decompression bomb")
+                return _decode(image, path, max_side)
     except UsageError:
         raise
     except FileNotFoundError:
@@ -40,33 +68,71 @@ def read_grayscale(path: Path) -> np.ndarray:
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory, expected an image file") from None
     except UnidentifiedImageError:
-        raise UsageError(f"{path}: not an image Pillow can read") from None
-    except Image.DecompressionBombError:
+        raise UsageError(f"{path}: not an image Pillow can read (raster formats only: "
+                         f"PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UsageError(f"{path}: refused as a possible decompression bomb") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, MemoryError) as error:
         raise UsageError(f"{path}: cannot decode the image ({error})") from None
 
 
+def _decode(image, path: Path, max_side: int | None) -> Loaded:
+    from PIL import Image, ImageOps
+
+    if max_side and image.format in ("JPEG", "MPO"):
+        # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: a 12 Mpx photo in ~50 ms.
+        image.draft(image.mode if image.mode != "CMYK" else "RGB", (max_side, max_side))
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    size = image.size
+    if image.mode in ("1", "P", "CMYK", "YCbCr", "LAB", "HSV") or image.mode not in (
+            *_ALPHA_MODES, *_NUMERIC_MODES, "L", "RGB"):
+        has_alpha = "transparency" in image.info or image.mode in ("PA",)
+        image = image.convert("RGBA" if has_alpha else "RGB" if image.mode != "1" else "L")
+    if image.mode in _NUMERIC_MODES:
+        gray = _numeric(np.asarray(image, dtype=np.float32), path)
+        image = Image.fromarray(gray, "F")
+    if max_side and max(image.size) > max_side:
+        ratio = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * ratio)), max(1, round(image.height * ratio))),
+                             Image.Resampling.BOX)  # an area average, still 8-bit
+    if image.mode == "F":
+        gray = np.asarray(image, dtype=np.float32)
+    else:
+        gray = _luminance(image)
+    return Loaded(np.ascontiguousarray(gray, dtype=np.float32), size, size[0] / gray.shape[1])
+
+
+def _numeric(values: np.ndarray, path: Path) -> np.ndarray:
+    """16-bit, 32-bit and float images stretched to [0, 1]; NaN or infinity is refused."""
+    if not np.isfinite(values).all():
+        raise UsageError(f"{path}: the image has pixel values that are not finite "
+                         f"(NaN or infinity)")
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
 def _luminance(image) -> np.ndarray:
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
-        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
+    """float32 luminance in [0, 1]; transparency becomes the background the ink is not."""
+    if image.mode in _ALPHA_MODES:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
         alpha = rgba[..., 3]
         opaque = alpha > 0.5
         ink_is_dark = not opaque.any() or gray[opaque].mean() < 0.5
         background = 1.0 if ink_is_dark else 0.0
         return gray * alpha + background * (1.0 - alpha)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = values.min(), values.max()
-        return (values - low) / (high - low) if high > low else np.zeros_like(values)
-    return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def read_grayscale(path: Path) -> np.ndarray:
+    """The whole image as float64 luminance in [0, 1], alpha composited onto the background."""
+    return load_image(path, max_side=None).gray.astype(np.float64)
 
 
 def to_ink(gray: np.ndarray) -> np.ndarray:
-    """Light ink on a dark background, stretched so the background is 0 and the ink 1."""
+    """Light ink on a dark background, stretched so the background is 0 and the ink 1
+    (the simple preparation for clean scans; photos go through `nnctl.handwriting`)."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     ink = gray - background if background < 0.5 else background - gray
@@ -78,11 +144,16 @@ def to_ink(gray: np.ndarray) -> np.ndarray:
 
 def mnist_style(ink: np.ndarray) -> np.ndarray:
     """Crop to the ink, fit the longer side to 20 pixels, centre the mass in 28x28."""
-    from PIL import Image
-
     rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
     cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return place_in_field(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+
+
+def place_in_field(crop: np.ndarray) -> np.ndarray:
+    """A cropped digit (ink in [0, 1]) with its longer side fitted to 20 pixels, placed in
+    a 28x28 field with its centre of mass at the centre, as MNIST placed its digits."""
+    from PIL import Image
+
     height, width = crop.shape
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -92,6 +163,8 @@ def mnist_style(ink: np.ndarray) -> np.ndarray:
     top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
     field[top:top + size[1], left:left + size[0]] = digit
     total = field.sum()
+    if total <= 0:
+        return field
     ys, xs = np.indices(field.shape)
     shift_y = int(round((SIDE - 1) / 2 - (ys * field).sum() / total))
     shift_x = int(round((SIDE - 1) / 2 - (xs * field).sum() / total))
@@ -107,6 +180,34 @@ def _shift(field: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+def mnist_like(gray: np.ndarray) -> np.ndarray | None:
+    """A 28x28 image that already is an MNIST digit, as MNIST's 0..255 values (inverted
+    when the ink is dark on light); None for anything else."""
+    if gray.shape != (SIDE, SIDE):
+        return None
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    light_background = float(np.median(border)) >= 0.5
+    values = (1.0 - gray) if light_background else gray
+    if float(values.max()) - float(np.median(border if not light_background else 1 - border)) < 0.2:
+        return None
+    return _on_mnist_scale(values)
+
+
+def _on_mnist_scale(values: np.ndarray) -> np.ndarray:
+    """[0, 1] values as 0..255, exact integers when they came from 8-bit pixels, so that a
+    saved MNIST digit reaches the network exactly as `evaluate` gives it."""
+    scaled = values.astype(np.float64).reshape(-1) * 255.0
+    whole = np.rint(scaled)
+    return whole if np.abs(scaled - whole).max() < 1e-3 else scaled
+
+
+def check_raw(gray: np.ndarray, path: Path) -> np.ndarray:
+    if gray.shape != (SIDE, SIDE):
+        raise UsageError(f"{path}: --raw needs a 28x28 image, got "
+                         f"{gray.shape[1]}x{gray.shape[0]}")
+    return _on_mnist_scale(gray)
+
+
 def light_border(pixels: np.ndarray) -> bool:
     """Whether a 28x28 image (0..255) has a light border: dark ink on light paper, the
     opposite of MNIST, which a network trained on MNIST reads wrongly."""
@@ -118,14 +219,24 @@ def light_border(pixels: np.ndarray) -> bool:
 def prepare(path: Path, raw: bool = False) -> np.ndarray:
     """784 pixel values on MNIST's 0..255 scale, ready for the saved scaler.
 
-    raw=True takes a 28x28 image as it is (only converted to grayscale, never inverted)."""
-    gray = read_grayscale(path)
+    raw=True takes a 28x28 image as it is (only converted to grayscale, never inverted);
+    a 28x28 MNIST-like image is taken as it is too (inverted if dark on light); anything
+    else goes through `nnctl.handwriting.prepare_digit`."""
+    return prepare_loaded(load_image(path), path, raw)[0]
+
+
+def prepare_loaded(loaded: Loaded, path: Path, raw: bool = False):
+    """`prepare` on an image already loaded: the 784 values and the `Digit` with its stages
+    (None when the image was taken as it is)."""
+    from nnctl.handwriting import prepare_digit
+
     if raw:
-        if gray.shape != (SIDE, SIDE):
-            raise UsageError(f"{path}: --raw needs a 28x28 image, got "
-                             f"{gray.shape[1]}x{gray.shape[0]}")
-        return (gray * 255.0).reshape(-1)
-    ink = to_ink(gray)
-    if not (ink > INK_THRESHOLD).any():
-        raise UsageError(f"{path}: no ink found (the image is blank or has no contrast)")
-    return (mnist_style(ink) * 255.0).reshape(-1)
+        return check_raw(loaded.gray, path), None
+    same = mnist_like(loaded.gray)
+    if same is not None:
+        return same, None
+    try:
+        digit = prepare_digit(loaded.gray)
+    except UsageError as error:
+        raise UsageError(f"{path}: {error}") from None
+    return (digit.field * 255.0).reshape(-1), digit

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from nnctl.data.datasets import Dataset
 from nnctl.errors import UsageError
-from nnctl.imaging import light_border
+from nnctl.imaging import light_border, load_image, prepare_loaded
 from nnctl.weights import Checkpoint
 
 Preparation = Callable[[Path, bool], np.ndarray]
@@ -69,18 +69,26 @@ def as_is(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return (gray * 255.0).reshape(-1)
 
 
-def predict_files(checkpoint: Checkpoint, paths: list[Path], raw: bool = False
-                  ) -> list[Prediction]:
+def predict_files(checkpoint: Checkpoint, paths: list[Path], raw: bool = False,
+                  explain: Path | None = None) -> list[Prediction]:
     """Prepare each image as the model's dataset was made (or as is, with raw) and classify
-    them in one batch."""
+    them in one batch. With `explain`, a PNG per image showing each stage of a digit's
+    preparation is written into that folder."""
     prepare = preparation(checkpoint.dataset)
+    digits = checkpoint.dataset.preparation == "digit"
     results: list[Prediction | None] = []
-    inputs = []
+    inputs, stages = [], []
     warnings: dict[int, str] = {}
     for index, path in enumerate(paths):
         try:
-            pixels = prepare(path, raw)
-            if raw and checkpoint.dataset.preparation == "digit" and light_border(pixels):
+            if digits:  # the stages are kept for --explain
+                loaded = load_image(path)
+                pixels, digit = prepare_loaded(loaded, path, raw)
+                stages.append((loaded, digit))
+            else:
+                pixels = prepare(path, raw)
+                stages.append(None)
+            if raw and digits and light_border(pixels):
                 warnings[index] = ("--raw takes the image as it is, but its border is light: "
                                    "MNIST digits are light on black; leave out --raw to invert "
                                    "and centre it")
@@ -91,13 +99,92 @@ def predict_files(checkpoint: Checkpoint, paths: list[Path], raw: bool = False
     if not inputs:
         return results
     batch = np.stack(inputs)
-    outputs = zip(checkpoint.network.forward(batch), batch)
+    outputs = zip(checkpoint.network.forward(batch), batch, stages)
     normalised = checkpoint.network.activations[-1].name == "softmax"
     for index, result in enumerate(results):
         if result is None:
-            p, pixels = next(outputs)
+            p, pixels, stage = next(outputs)
             results[index] = Prediction(paths[index], int(np.argmax(p)), p,
                                         pixels.reshape(checkpoint.dataset.image_shape),
                                         warning=warnings.get(index), normalised=normalised,
                                         classes=checkpoint.dataset.classes)
+            if explain is not None and stage is not None:
+                from nnctl.explain import explain_digit, output_path
+
+                explain_digit(output_path(explain, paths[index]), *stage, pixels, p)
     return results
+
+
+@dataclass(frozen=True)
+class DigitReading:
+    """One digit of a number: its label, probabilities, box (left, top, right, bottom) in
+    the file's pixels, and the 784 inputs the network saw."""
+
+    label: int
+    probabilities: np.ndarray
+    box: tuple[int, int, int, int]
+    pixels: np.ndarray
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(float(self.probabilities[self.label]), 6),
+                "box": list(self.box),
+                "probabilities": [round(float(p), 6) for p in self.probabilities]}
+
+
+@dataclass(frozen=True)
+class NumberReading:
+    file: Path
+    digits: list[DigitReading] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def number(self) -> str | None:
+        return None if self.error else "".join(str(d.label) for d in self.digits)
+
+    def as_dict(self) -> dict:
+        if self.error:
+            return {"file": str(self.file), "error": self.error}
+        return {"file": str(self.file), "number": self.number,
+                "digits": [d.as_dict() for d in self.digits]}
+
+
+def classifier(checkpoint: Checkpoint) -> Callable[[np.ndarray], np.ndarray]:
+    """fields (n, 28, 28) in [0, 1] -> probabilities (n, 10), through the saved scaler."""
+    def classify(fields: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(fields, np.float64).reshape(len(fields), -1) * 255.0
+        return checkpoint.network.forward(
+            checkpoint.scaler.transform(pixels, checkpoint.network.dtype))
+    return classify
+
+
+def read_number(checkpoint: Checkpoint, path: Path, explain: Path | None = None
+                ) -> NumberReading:
+    """A row of handwritten digits in one image, read left to right."""
+    from nnctl.handwriting import read_digits
+
+    if checkpoint.dataset.preparation != "digit":
+        raise UsageError(f"--number reads handwritten digits; this model is for "
+                         f"{checkpoint.dataset.title}")
+    try:
+        loaded = load_image(path)
+        digits = read_digits(loaded.gray, classifier(checkpoint))
+    except UsageError as error:
+        return NumberReading(path, error=str(error).removeprefix(f"{path}: "))
+    fields = np.stack([d.field for d in digits])
+    pixels = checkpoint.scaler.transform(fields.reshape(len(digits), -1) * 255.0,
+                                         checkpoint.network.dtype)
+    probabilities = checkpoint.network.forward(pixels)
+    readings = []
+    for digit, p, x in zip(digits, probabilities, pixels):
+        box = tuple(int(round(v * loaded.scale)) for v in digit.box)
+        readings.append(DigitReading(int(np.argmax(p)), p, box, x))
+    if explain is not None:
+        from nnctl.explain import explain_number, output_path
+
+        explain_number(output_path(explain, path), loaded, digits, readings)
+    return NumberReading(path, readings)
+
+
+def predict_numbers(checkpoint: Checkpoint, paths: list[Path], explain: Path | None = None
+                    ) -> list[NumberReading]:
+    return [read_number(checkpoint, path, explain) for path in paths]

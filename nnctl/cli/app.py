@@ -250,22 +250,31 @@ def predict(
     raw: Annotated[bool, typer.Option("--raw", help="Take 28x28 images as they are (as the dataset's).")] = False,
     show: Annotated[bool, typer.Option("--show", help="Draw the 28x28 input the network saw.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    number: Annotated[bool, typer.Option("--number", help="Read a row of digits left to right (a whole number).")] = False,
+    explain: Annotated[Optional[Path], typer.Option(help="Write a PNG per image showing each preparation stage into this folder.")] = None,
 ) -> None:
     """Classify your own images, prepared the way the model's dataset was made."""
     from nnctl import weights as weights_file
     from nnctl.cli import render
     from nnctl.cli.swapped import refuse_as_weights, refuse_weights_as_images
-    from nnctl.predict import predict_files
+    from nnctl.predict import predict_files, predict_numbers
 
+    if number and raw:
+        raise UsageError("--number and --raw cannot be combined: --raw takes one 28x28 digit")
     refuse_weights_as_images(images, weights)
     refuse_as_weights(weights, "predict")
     checkpoint = weights_file.load(weights)
-    results = predict_files(checkpoint, images, raw)
+    if number:
+        results = predict_numbers(checkpoint, images, explain)
+    else:
+        results = predict_files(checkpoint, images, raw, explain)
     for r in results:
-        if r.warning:
+        if getattr(r, "warning", None):
             typer.echo(f"warning: {r.file}: {r.warning}", err=True)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results]))
+    elif number:
+        render.numbers(_console(), [r for r in results if not r.error], top_k, show)
     else:
         render.predictions(_console(), [r for r in results if not r.error], top_k, show)
     failed = [r for r in results if r.error]

@@ -220,6 +220,21 @@ def predictions(console: Console, results, top_k: int, show: bool) -> None:
             console.print(ascii_digit(item.pixels))
 
 
+def numbers(console: Console, results, top_k: int, show: bool) -> None:
+    """Each image's number, then each digit's box, top-k and confidence."""
+    for item in results:
+        if item.error:
+            console.print(Text(f"{item.file}: error: {item.error}", style="red"), soft_wrap=True)
+            continue
+        console.print(Text.assemble((str(item.file), "bold"), ": ", (item.number, "bold green")))
+        for index, digit in enumerate(item.digits, 1):
+            order = np.argsort(digit.probabilities)[::-1][:top_k]
+            ranked = "  ".join(f"{d} {100 * float(digit.probabilities[d]):5.1f}%" for d in order)
+            console.print(f"  digit {index} at {tuple(digit.box)}: {ranked}", highlight=False)
+            if show:
+                console.print(ascii_digit(digit.pixels))
+
+
 def ascii_digit(pixels: np.ndarray) -> Text:
     """The 28x28 input as the network saw it, two characters per pixel."""
     shades = " .:-=+*#%@"

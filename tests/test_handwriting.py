@@ -1,0 +1,171 @@
+"""The preparation of photographed and scanned digits, condition by condition.
+
+Each capture condition of benchmarks/wild.py is rendered from a few digits drawn here, and
+the prepared 28x28 input must look like the digit itself placed MNIST-style (correlation).
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from nnctl.errors import UsageError
+from nnctl.handwriting import Part, columns, read_digits, remove_lines
+from nnctl.imaging import place_in_field, prepare
+
+WILD = Path(__file__).resolve().parents[1] / "benchmarks" / "wild.py"
+
+
+def load_wild():
+    spec = importlib.util.spec_from_file_location("wild", WILD)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["wild"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+wild = load_wild()
+
+STROKES = {  # polylines on a 28x28 field, MNIST-like: light ink on black
+    "7": [[(8, 6), (20, 6), (12, 23)]],
+    "4": [[(16, 5), (7, 16), (21, 16)], [(17, 9), (17, 24)]],
+    "2": [[(8, 9), (12, 5), (18, 6), (19, 11), (8, 23), (21, 23)]],
+    "0": [[(14, 5), (8, 9), (7, 17), (11, 23), (17, 23), (21, 16), (20, 8), (14, 5)]],
+}
+
+
+def drawn(name: str, width: int = 2) -> np.ndarray:
+    image = Image.new("L", (28, 28), 0)
+    draw = ImageDraw.Draw(image)
+    for line in STROKES[name]:
+        draw.line(line, fill=255, width=width, joint="curve")
+    return np.asarray(image)
+
+
+def mnist_placed(digit: np.ndarray) -> np.ndarray:
+    ink = digit / 255.0
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    return place_in_field(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+
+
+def likeness(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of the two fields, blurred so that stroke width matters less than shape."""
+    a, b = ndimage.gaussian_filter(a, 1.5), ndimage.gaussian_filter(b, 1.5)
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def prepared_capture(tmp_path, condition, digit, seed, scale=None) -> np.ndarray:
+    page = wild.render(condition, digit, np.random.default_rng(seed), scale)
+    jpeg = page.fmt == "JPEG" or page.exif_orientation != 1
+    path = tmp_path / f"{condition}-{seed}.{'jpg' if jpeg else 'png'}"
+    page.save(path)
+    return prepare(path).reshape(28, 28) / 255.0
+
+
+@pytest.mark.parametrize("condition", list(wild.CONDITIONS))
+def test_every_capture_condition_gives_back_the_digit(tmp_path, condition):
+    scores = []
+    for seed, name in enumerate(STROKES):
+        digit = drawn(name)
+        got = prepared_capture(tmp_path, condition, digit, seed, scale=float(8 + 4 * seed))
+        scores.append(likeness(got, mnist_placed(digit)))
+    assert np.mean(scores) > 0.85 and min(scores) > 0.7, (condition, scores)
+
+
+def test_mid_grey_paper_in_dim_light_is_read_not_refused(tmp_path):
+    got = prepared_capture(tmp_path, "grey-paper", drawn("7"), 1, scale=10.0)
+    assert likeness(got, mnist_placed(drawn("7"))) > 0.7
+
+
+def test_a_hairline_on_a_large_photo_is_thickened_toward_mnists_stroke(tmp_path):
+    got = prepared_capture(tmp_path, "thin-pen", drawn("4"), 3, scale=36.0)
+    like_mnist = (mnist_placed(drawn("4")) > 0.5).sum()
+    assert 0.7 * like_mnist <= (got > 0.5).sum() <= 1.5 * like_mnist  # not a faint hairline
+
+
+def test_grid_lines_are_removed_but_a_one_is_a_stroke_not_a_line():
+    mask = np.zeros((300, 400), bool)
+    mask[::50, :] = True  # ruled lines across the sheet
+    mask[:, ::50] = True
+    mask[60:240, 220:226] = True  # a "1": straight, but not across the image
+    cleaned, lines = remove_lines(mask)
+    assert cleaned[60:240, 220:226].mean() > 0.95
+    assert cleaned.sum() < 1.2 * 180 * 6
+    alone = np.zeros((100, 100), bool)
+    alone[2:98, 45:52] = True  # a "1" filling the whole picture is kept
+    assert remove_lines(alone)[0].sum() == alone.sum()
+
+
+def test_specks_and_far_blobs_are_dropped_and_broken_parts_kept(tmp_path):
+    page = np.full((300, 300), 240, np.uint8)
+    page[80:200, 140:150] = 20  # the stem of a "4"
+    page[80:150, 100:110] = 20  # its other stroke, not touching the stem
+    page[145:155, 100:160] = 20
+    page[10:13, 10:13] = 20  # a speck
+    page[250:262, 260:272] = 60  # a far blob
+    path = tmp_path / "four.png"
+    Image.fromarray(page).save(path)
+    field = prepare(path).reshape(28, 28)
+    rows = np.flatnonzero(field.max(axis=1) > 60)
+    cols = np.flatnonzero(field.max(axis=0) > 60)
+    assert rows[-1] - rows[0] + 1 >= 19  # the 120-pixel-tall "4" fills the box
+    assert 8 <= cols[-1] - cols[0] + 1 <= 14  # both strokes, nothing from the blob
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    upright = np.full((120, 80), 255, np.uint8)
+    upright[10:110, 36:44] = 0  # a tall bar
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # sensor's way
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to display
+    path = tmp_path / "sideways.jpg"
+    stored.save(path, exif=exif)
+    field = prepare(path).reshape(28, 28)
+    rows = np.flatnonzero(field.max(axis=1) > 100)
+    cols = np.flatnonzero(field.max(axis=0) > 100)
+    assert len(rows) > 2 * len(cols)
+
+
+def fake_classifier(fields: np.ndarray) -> np.ndarray:
+    """Sure of narrow fields (one digit), unsure of wide ones (two digits in one field)."""
+    out = np.full((len(fields), 10), 0.01)
+    for i, f in enumerate(fields):
+        cols = np.flatnonzero(f.max(axis=0) > 0.3)
+        rows = np.flatnonzero(f.max(axis=1) > 0.3)
+        narrow = len(cols) < 0.8 * len(rows)
+        out[i, i % 10] = 0.95 if narrow else 0.3
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def test_a_row_splits_touching_digits_and_keeps_a_two_stroke_digit_whole():
+    page = np.full((200, 700), 0.95, np.float32)
+    page[50:150, 60:75] = 0.1  # a "1"
+    page[50:110, 150:162] = 0.1  # a "4" in two strokes: the flag ...
+    page[100:110, 150:215] = 0.1
+    page[50:150, 200:212] = 0.1  # ... and the stem, apart from it
+    page[50:150, 300:350] = 0.1  # two touching digits: blocks joined by a thin bridge
+    page[50:150, 362:412] = 0.1
+    page[95:100, 350:362] = 0.1
+    page[50:150, 500:540] = 0.1
+    digits = read_digits(page, fake_classifier)
+    lefts = [d.box[0] for d in digits]
+    assert lefts == sorted(lefts) and len(digits) == 5
+    assert digits[1].box[0] <= 150 and digits[1].box[2] >= 212  # the "4" is one digit
+    assert digits[2].box[2] <= 362 and digits[3].box[0] >= 350  # the touching pair split
+
+
+def test_slanted_neighbours_are_two_digits_and_a_flag_joins_its_body():
+    one = Part(1, 100.0, 0, 0, 100, 40)
+    other = Part(2, 100.0, 0, 25, 100, 65)  # overlapping columns, alike in size
+    flag = Part(3, 20.0, 0, 30, 20, 60)  # small, over the second
+    assert len(columns([one, other])) == 2
+    assert len(columns([one, other, flag])) == 2
+
+
+def test_blank_pages_still_have_no_ink(tmp_path):
+    with pytest.raises(UsageError, match="no ink"):
+        read_digits(np.full((50, 50), 0.5, np.float32), fake_classifier)
