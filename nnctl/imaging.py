@@ -181,8 +181,8 @@ def _shift(field: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def mnist_like(gray: np.ndarray) -> np.ndarray | None:
-    """A 28x28 image that already is an MNIST digit, as MNIST's 0..255 values (inverted
-    when the ink is dark on light); None for anything else."""
+    """A 28x28 image that already is an MNIST digit (sized and centred as MNIST's are), as
+    MNIST's 0..255 values (inverted when the ink is dark on light); None for anything else."""
     if gray.shape != (SIDE, SIDE):
         return None
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -190,7 +190,27 @@ def mnist_like(gray: np.ndarray) -> np.ndarray | None:
     values = (1.0 - gray) if light_background else gray
     if float(values.max()) - float(np.median(border if not light_background else 1 - border)) < 0.2:
         return None
+    if not _placed_as_mnist(values):
+        return None
     return _on_mnist_scale(values)
+
+
+def _placed_as_mnist(values: np.ndarray) -> bool:
+    """Whether the ink (light on dark) sits as MNIST's digits do: the longer side of its box
+    near 20 pixels and its centre of mass near the field's centre. All 10000 MNIST test
+    digits measure 17-20 pixels and lie within 1.5 pixels of the centre; a small or
+    off-centre drawing is prepared instead."""
+    ink = values > 0.2
+    if not ink.any():
+        return False
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    longer = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    total = float(values.sum())
+    index = np.arange(SIDE)
+    centre_y = float(values.sum(axis=1) @ index) / total
+    centre_x = float(values.sum(axis=0) @ index) / total
+    centred = np.hypot(centre_y - (SIDE - 1) / 2, centre_x - (SIDE - 1) / 2) <= 2.5
+    return 16 <= longer <= 22 and centred
 
 
 def _on_mnist_scale(values: np.ndarray) -> np.ndarray:
@@ -220,8 +240,9 @@ def prepare(path: Path, raw: bool = False) -> np.ndarray:
     """784 pixel values on MNIST's 0..255 scale, ready for the saved scaler.
 
     raw=True takes a 28x28 image as it is (only converted to grayscale, never inverted);
-    a 28x28 MNIST-like image is taken as it is too (inverted if dark on light); anything
-    else goes through `nnctl.handwriting.prepare_digit`."""
+    a 28x28 MNIST-like image is taken as it is too (inverted if dark on light), another
+    28x28 one is cropped, scaled and centred as MNIST's were; anything else goes through
+    `nnctl.handwriting.prepare_digit`."""
     return prepare_loaded(load_image(path), path, raw)[0]
 
 
@@ -235,6 +256,11 @@ def prepare_loaded(loaded: Loaded, path: Path, raw: bool = False):
     same = mnist_like(loaded.gray)
     if same is not None:
         return same, None
+    if loaded.gray.shape == (SIDE, SIDE):  # a drawing at MNIST's own size: no paper to clean
+        ink = to_ink(loaded.gray)
+        if not (ink > INK_THRESHOLD).any():
+            raise UsageError(f"{path}: no ink found (the image is blank or has no contrast)")
+        return mnist_style(ink).reshape(-1) * 255.0, None
     try:
         digit = prepare_digit(loaded.gray)
     except UsageError as error:
