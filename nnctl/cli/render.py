@@ -11,8 +11,8 @@ from rich.text import Text
 from nnctl.metrics import averages
 
 # (header, width of its values, shown only where there is room). The widest value is
-# "100.00%", "0.00316" (a learning rate), "12345.6s" or an ETA "1:02:03".
-EPOCH_COLUMNS = [("epoch", 5, False), ("lr", 7, True), ("train loss", 6, False),
+# "100.00%", "0.000822" (a learning rate), "12345.6s" or an ETA "1:02:03".
+EPOCH_COLUMNS = [("epoch", 5, False), ("lr", 8, True), ("train loss", 6, False),
                  ("train acc", 7, False), ("val loss", 6, False), ("val acc", 7, False),
                  ("test loss", 6, False), ("test acc", 7, False), ("seconds", 7, False),
                  ("ETA", 7, True)]
