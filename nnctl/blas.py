@@ -35,8 +35,11 @@ Array = np.ndarray
 SMALLEST = 1 << 15
 SMALLEST_PRODUCT = 1 << 20
 # Products are cut into blocks of at least this many multiply-adds, at most BLOCKS_MAX of
-# them, with edges on multiples of ALIGN rows or columns.
-BLOCK_WORK = 1 << 21
+# them, with edges on multiples of ALIGN rows or columns. Each block repacks the other
+# operand and a helper starts 50-100 us after it is woken, so smaller blocks cost more
+# than they gain: with 2^21, an epoch of 784-512-512-10 on 2 threads took 1.45 times
+# the GEMM floor, with 2^24 1.2 times (docs/performance.md).
+BLOCK_WORK = 1 << 24
 BLOCKS_MAX = 8
 ALIGN = 16
 

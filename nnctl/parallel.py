@@ -26,6 +26,7 @@ import time
 from typing import Callable, Hashable
 
 WINDOW = 16  # calls per timed window
+GAP_FIRST = 4  # windows in the starting mode (shared) before the first try of the other
 GAP_MAX = 64  # most windows in one mode between two tries of the other
 
 _pool: _Helpers | None = None
@@ -124,10 +125,11 @@ class _Chooser:
     """Shared (helpers take blocks) or solo (the caller does them all), whichever has been
     faster lately, for one kind of call.
 
-    Calls are timed in windows of WINDOW; after `gap` windows in the current mode, one
-    window runs in the other, and the faster of the two latest windows becomes the mode.
-    A try that confirms the mode doubles the gap (up to GAP_MAX windows), a switch sets it
-    back to 1. On an idle machine shared wins and solo costs one window in GAP_MAX + 1; on
+    Calls are timed in windows of WINDOW; after `gap` windows in the current mode (GAP_FIRST
+    at the start), one window runs in the other, and the faster of the two latest windows
+    becomes the mode. A try that confirms the mode doubles the gap (up to GAP_MAX windows),
+    a switch sets it back to 1. A chooser lives as long as the process, for one thread
+    count, so a second training starts from what the first learned. On an idle machine shared wins and solo costs one window in GAP_MAX + 1; on
     a busy one, where a helper preempted in the middle of its block makes every shared
     call wait for it, solo wins, and shared is tried now and then, so the helpers come back
     when the machine quietens. The mode changes the time a call takes, never its result."""
@@ -139,7 +141,7 @@ class _Chooser:
         self.counts = [0, 0]  # calls run solo, shared
         self.latest = {True: math.inf, False: math.inf}  # each mode's latest window mean
         self.calls, self.seconds = 0, 0.0
-        self.gap, self.windows = 1, 0
+        self.gap, self.windows = GAP_FIRST, 0
 
     def shared_now(self) -> bool:
         return self.shared != self.trying
@@ -172,7 +174,6 @@ def set_workers(count: int) -> None:
     with _pool_lock:
         if workers() == count:
             return
-        _choosers.clear()
         if _pool is not None:
             _pool.stop()
         _pool = _Helpers(count - 1) if count > 1 else None
@@ -193,9 +194,10 @@ def set_adaptive(flag: bool) -> None:
 
 
 def shared_share() -> float | None:
-    """The share of timed calls that ran shared since the workers were last set, or None."""
-    total = sum(c.counts[0] + c.counts[1] for c in _choosers.values())
-    return sum(c.counts[1] for c in _choosers.values()) / total if total else None
+    """The share of timed calls that ran shared at this thread count, or None."""
+    mine = [c for (helpers, _), c in _choosers.items() if helpers == workers() - 1]
+    total = sum(c.counts[0] + c.counts[1] for c in mine)
+    return sum(c.counts[1] for c in mine) / total if total else None
 
 
 def run(work: Callable[[int], None], count: int, key: Hashable = None) -> None:
@@ -206,9 +208,9 @@ def run(work: Callable[[int], None], count: int, key: Hashable = None) -> None:
     pool = _pool
     chooser = None
     if pool is not None and count > 1 and key is not None and _adaptive:
-        chooser = _choosers.get(key)
+        chooser = _choosers.get((pool.count, key))
         if chooser is None:
-            chooser = _choosers[key] = _Chooser()
+            chooser = _choosers[pool.count, key] = _Chooser()
     shared = pool is not None and count > 1 and (chooser is None or chooser.shared_now())
     started = time.perf_counter()
     if shared:

@@ -25,8 +25,10 @@ runner = CliRunner()
 @pytest.fixture
 def forced(monkeypatch):
     """Helpers take part in every product, however slow that is on a busy machine: the
-    shared route is what these tests are about (and no cap another test left applies)."""
+    shared route is what these tests are about (and no cap another test left applies).
+    Blocks are made small, so that the small networks here have products cut in several."""
     monkeypatch.setattr(threads, "_cap", None)
+    monkeypatch.setattr(blas, "BLOCK_WORK", 1 << 20)
     parallel.set_adaptive(False)
     yield
     parallel.set_adaptive(True)
