@@ -1,4 +1,5 @@
-"""Data augmentation on whole batches in NumPy: random shifts, rotations and scaling.
+"""Data augmentation on whole batches in NumPy: random shifts, rotations, scaling and
+left-right mirroring.
 
 Each image gets its own random affine map about the centre of the 28x28 field. Every output
 pixel is pulled from the source image by bilinear interpolation (inverse mapping), with zero
@@ -16,17 +17,19 @@ _U, _V = _cols - (SIDE - 1) / 2, _rows - (SIDE - 1) / 2
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, shift: float = 0.0, rotate: float = 0.0,
-            scale: float = 0.0) -> np.ndarray:
+            scale: float = 0.0, flip: float = 0.0) -> np.ndarray:
     """A transformed copy of a batch of flattened 28x28 images (rows of x).
 
     shift: up to this many pixels each way; rotate: up to this many degrees; scale: zoom by a
-    factor within 1 +- scale."""
+    factor within 1 +- scale; flip: the chance that an image is mirrored left to right (a
+    shoe pointing the other way is still a shoe; a mirrored 3 is no digit)."""
     n = len(x)
+    mirror = np.where(rng.random((n, 1)) < flip, -1.0, 1.0) if flip else 1.0
     angle = np.deg2rad(rng.uniform(-rotate, rotate, (n, 1))) if rotate else np.zeros((n, 1))
     zoom = rng.uniform(1.0 - scale, 1.0 + scale, (n, 1)) if scale else np.ones((n, 1))
     tx, ty = (rng.uniform(-shift, shift, (2, n, 1)) if shift else np.zeros((2, n, 1)))
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-    u, v = _U - tx, _V - ty
+    u, v = (_U - tx) * mirror, _V - ty
     src_x = cos * u + sin * v + (SIDE - 1) / 2 + 1  # +1: into the padded field
     src_y = -sin * u + cos * v + (SIDE - 1) / 2 + 1
     np.clip(src_x, 0.0, PADDED - 1.001, out=src_x)

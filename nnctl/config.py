@@ -54,10 +54,11 @@ class AugmentConfig:
     shift: float = 0.0
     rotate: float = 0.0
     scale: float = 0.0
+    flip: float = 0.0  # the chance of a left-right mirror image (garments, not digits)
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale)
+        return bool(self.shift or self.rotate or self.scale or self.flip)
 
 
 @dataclass
@@ -348,7 +349,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     d = c.section(top.get("data"), "data",
                   ("dataset", "dir", "validation", "scaling", "augment", "limit", "path",
                    "classes"))
-    g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale"))
+    g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale", "flip"))
     data = DataConfig(
         dataset=c.choice(d, "data", "dataset", "mnist", (*DATASETS, USER_DATASET)),
         dir=c.path(d, "data", "dir", None),
@@ -358,6 +359,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
             shift=c.number(g, "data.augment", "shift", 0.0, 0.0, 8.0),
             rotate=c.number(g, "data.augment", "rotate", 0.0, 0.0, 90.0),
             scale=c.number(g, "data.augment", "scale", 0.0, 0.0, 0.5),
+            flip=c.number(g, "data.augment", "flip", 0.0, 0.0, 1.0),
         ),
         path=c.text(d, "data", "path", None),
         classes=_class_names(c, d.get("classes")),

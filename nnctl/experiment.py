@@ -110,7 +110,8 @@ def build_augmentation(config: Config):
     a = config.data.augment
     if not a.active:
         return None
-    return functools.partial(augment, shift=a.shift, rotate=a.rotate, scale=a.scale)
+    return functools.partial(augment, shift=a.shift, rotate=a.rotate, scale=a.scale,
+                             flip=a.flip)
 
 
 def build_optimizer(config: Config) -> Optimizer:

@@ -89,6 +89,17 @@ def test_a_pure_shift_moves_the_ink():
     assert np.allclose(moved[13:21, 15:19], 1) and moved.sum() == pytest.approx(32)
 
 
+def test_a_flip_mirrors_the_chosen_images_exactly_and_leaves_the_others():
+    rng = np.random.default_rng(3)
+    x = rng.random((400, 784), dtype=np.float32)
+    images = x.reshape(-1, 28, 28)
+    assert np.array_equal(augment(x, rng, flip=1.0).reshape(-1, 28, 28), images[:, :, ::-1])
+    half = augment(x, np.random.default_rng(4), flip=0.5).reshape(-1, 28, 28)
+    mirrored = np.array([np.array_equal(h, i[:, ::-1]) for h, i in zip(half, images)])
+    kept = np.array([np.array_equal(h, i) for h, i in zip(half, images)])
+    assert np.all(mirrored ^ kept) and 150 < mirrored.sum() < 250
+
+
 def write(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(textwrap.dedent(text))
