@@ -14,7 +14,8 @@ The stages, each a small function, each done with scipy.ndimage on whole arrays:
 5. the digit isolated: connected components, specks and far blobs dropped, the parts of one
    digit kept together;
 6. stroke width normalised: a stroke thinner than nearly all of MNIST's (1.5 of the 20 pixels) is
-   thickened with a distance transform; bold strokes are left alone;
+   thickened with a distance transform, and one bolder than nearly all (3.5) is thinned to
+   MNIST's bold end (3.0) the same way;
 7. the crop drawn into 28x28 as MNIST did (`nnctl.imaging.place_in_field`).
 `read_digits` does stages 1-5 once and then splits a row of digits left to right.
 """
@@ -33,6 +34,8 @@ from nnctl.imaging import BOX, place_in_field
 MIN_CONTRAST = 0.08  # weakest ink, as a fraction of the paper level, that counts
 TARGET_STROKE = 2.2  # MNIST's median stroke width at the 20-pixel size
 THIN_STROKE = 1.5  # thinner than nine MNIST digits in ten: thickened
+BOLD_STROKE = 3.5  # bolder than 95 MNIST digits in a hundred: thinned to BOLD_TARGET
+BOLD_TARGET = 3.0  # MNIST's 90th percentile
 SPLIT_WIDTH = 1.1  # a piece wider than this many heights may be touching digits
 LINE_REACH = 0.5  # a printed line runs across at least this share of the image
 _EIGHT = np.ones((3, 3), bool)
@@ -383,7 +386,7 @@ def stroke_width(mask: np.ndarray) -> float:
 
 def draw_crop(strength: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The ink inside `mask`'s box as MNIST-like coverage in [0, 1], strokes thinner than
-    MNIST's (relative to the digit's size) thickened, bold ones left as they are."""
+    MNIST's (relative to the digit's size) thickened, and bolder ones thinned."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     pad = 2
     top, bottom = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, mask.shape[0])
@@ -401,6 +404,11 @@ def draw_crop(strength: np.ndarray, mask: np.ndarray) -> np.ndarray:
         radius = (TARGET_STROKE / at_20 - width) / 2
         away = ndimage.distance_transform_edt(~m)
         coverage = np.maximum(coverage, np.clip(radius + 0.5 - away, 0, 1))
+    elif width * at_20 > BOLD_STROKE:
+        # Peel the edge off evenly: keep what lies deeper than the excess half-width.
+        excess = (width - BOLD_TARGET / at_20) / 2
+        depth = ndimage.distance_transform_edt(m)
+        coverage = np.minimum(coverage, np.clip(depth - excess + 0.5, 0, 1))
     # Trim back to the (possibly thickened) ink.
     ink_rows = np.flatnonzero(coverage.max(axis=1) > 0.2)
     ink_cols = np.flatnonzero(coverage.max(axis=0) > 0.2)

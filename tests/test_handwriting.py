@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from nnctl.errors import UsageError
-from nnctl.handwriting import Part, columns, read_digits, remove_lines
+from nnctl.handwriting import (BOLD_TARGET, Part, columns, draw_crop, read_digits, remove_lines,
+                                stroke_width)
 from nnctl.imaging import place_in_field, prepare
 
 WILD = Path(__file__).resolve().parents[1] / "benchmarks" / "wild.py"
@@ -87,6 +88,18 @@ def test_a_hairline_on_a_large_photo_is_thickened_toward_mnists_stroke(tmp_path)
     assert 0.7 * like_mnist <= (got > 0.5).sum() <= 1.5 * like_mnist  # not a faint hairline
 
 
+def test_a_marker_stroke_is_thinned_toward_mnists_bold_end():
+    rows, cols = np.indices((140, 110))
+    radius = np.hypot((rows - 70) / 60, (cols - 55) / 45)
+    ring = (radius <= 1) & (radius >= 0.4)  # an "0" drawn with a marker: 27-36 px strokes
+    strength = np.where(ring, 0.9, 0.0).astype(np.float32)
+    crop = draw_crop(strength, ring)
+    at_20 = 20 / 121  # the 20-pixel box over the digit's height
+    assert stroke_width(crop > 0.5) * at_20 <= BOLD_TARGET + 0.5
+    assert crop[crop.shape[0] // 2, crop.shape[1] // 2] == 0  # the loop stays open
+    assert (crop > 0.5).sum() < 0.75 * ring.sum()
+
+
 def test_grid_lines_are_removed_but_a_one_is_a_stroke_not_a_line():
     mask = np.zeros((300, 400), bool)
     mask[::50, :] = True  # ruled lines across the sheet
@@ -147,8 +160,10 @@ def test_a_row_splits_touching_digits_and_keeps_a_two_stroke_digit_whole():
     page[50:110, 150:162] = 0.1  # a "4" in two strokes: the flag ...
     page[100:110, 150:215] = 0.1
     page[50:150, 200:212] = 0.1  # ... and the stem, apart from it
-    page[50:150, 300:350] = 0.1  # two touching digits: blocks joined by a thin bridge
+    page[50:150, 300:350] = 0.1  # two touching "0"s (strokes 12 wide) joined by a bridge
+    page[62:138, 312:338] = 0.95
     page[50:150, 362:412] = 0.1
+    page[62:138, 374:400] = 0.95
     page[95:100, 350:362] = 0.1
     page[50:150, 500:540] = 0.1
     digits = read_digits(page, fake_classifier)
