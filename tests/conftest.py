@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import http.server
 import os
+import signal
 import threading
 from pathlib import Path
 
 import pytest
+
+
+def _signals_as_a_terminal_gives_them() -> None:
+    """A runner that starts the tests in the background or under nohup hands every child
+    SIGINT or SIGHUP ignored, and nnctl keeps a signal ignored at start ignored (as nohup
+    wants); the tests that send them expect a terminal's defaults."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+_signals_as_a_terminal_gives_them()
 
 # The real MNIST for the end-to-end tests: a folder holding the four .gz files, or the URL of
 # a mirror serving them; by default ../shared/mnist beside the project folder.
