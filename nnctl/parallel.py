@@ -32,7 +32,7 @@ GAP_MAX = 64  # most windows in one mode between two tries of the other
 _pool: _Helpers | None = None
 _pool_lock = threading.Lock()
 _adaptive = True
-_choosers: dict[Hashable, _Chooser] = {}
+_choosers: dict[tuple[int, Hashable], _Chooser] = {}  # by (helpers, kind of call)
 
 
 class _Job:
@@ -129,10 +129,11 @@ class _Chooser:
     at the start), one window runs in the other, and the faster of the two latest windows
     becomes the mode. A try that confirms the mode doubles the gap (up to GAP_MAX windows),
     a switch sets it back to 1. A chooser lives as long as the process, for one thread
-    count, so a second training starts from what the first learned. On an idle machine shared wins and solo costs one window in GAP_MAX + 1; on
-    a busy one, where a helper preempted in the middle of its block makes every shared
-    call wait for it, solo wins, and shared is tried now and then, so the helpers come back
-    when the machine quietens. The mode changes the time a call takes, never its result."""
+    count, so a second training starts from what the first learned. On an idle machine
+    shared wins and solo costs one window in GAP_MAX + 1; on a busy one, where a helper
+    preempted in the middle of its block makes every shared call wait for it, solo wins,
+    and shared is tried now and then, so the helpers come back when the machine quietens.
+    The mode changes the time a call takes, never its result."""
 
     __slots__ = ("shared", "trying", "latest", "calls", "seconds", "gap", "windows", "counts")
 
