@@ -21,7 +21,7 @@ import numpy as np
 
 from nnctl.activations import Activation
 from nnctl.initializers import default_for, init_weights
-from nnctl.layers.base import Activated, Layer, Shape
+from nnctl.layers.base import Activated, Layer, Shape, Steps, alone
 from nnctl.layers.dense import Dense
 from nnctl.layers.dropout import Dropout
 from nnctl.losses import Loss
@@ -212,7 +212,19 @@ class Network:
         error, so `grad_scale` (an optimizer's learning rate) scales that one small matrix
         and every gradient follows. `factored` leaves each gradient it can as its factors
         (Parameter.factors) for the optimizer, valid until the next call."""
-        self._forward(x, True, rng)
+        return alone(self.backprop_steps(x, y, loss, want_loss, rng, grad_scale, factored))
+
+    def backprop_steps(self, x: Array, y: Array, loss: Loss, want_loss: bool,
+                       rng: np.random.Generator | None, grad_scale: float, factored: bool
+                       ) -> Steps:
+        """backprop as steps: the layers that couple rows (batch norm) yield their sums
+        over these rows and are sent the batch's (see layers/base.py)."""
+        a = self._as_input(x)
+        for layer in self.layers:
+            if layer.couples_rows:
+                a = yield from layer.forward_steps(a)
+            else:
+                a = layer.forward(a, True, rng)
         last = self.layers[-1]
         output = last.activation
         z, a, delta = last.z, last.a, last.output_delta()
@@ -227,5 +239,9 @@ class Network:
                 delta *= grad_scale
         below = last.backward_z(delta, self._wants_input_grad[-1], factored)
         for index in range(len(self.layers) - 2, -1, -1):
-            below = self.layers[index].backward(below, self._wants_input_grad[index], factored)
+            layer, wanted = self.layers[index], self._wants_input_grad[index]
+            if layer.couples_rows:
+                below = yield from layer.backward_steps(below, wanted)
+            else:
+                below = layer.backward(below, wanted, factored)
         return value, a

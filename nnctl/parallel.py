@@ -33,6 +33,7 @@ _pool: _Helpers | None = None
 _pool_lock = threading.Lock()
 _adaptive = True
 _choosers: dict[tuple[int, Hashable], _Chooser] = {}  # by (helpers, kind of call)
+_inside = threading.local()  # .active: this thread is running a block of a shared job
 
 
 class _Job:
@@ -51,10 +52,14 @@ class _Job:
         self.error: BaseException | None = None
 
     def take_all(self) -> None:
-        for index in self.taken:
-            if index >= self.count:
-                return
-            self.work(index)
+        _inside.active = True
+        try:
+            for index in self.taken:
+                if index >= self.count:
+                    return
+                self.work(index)
+        finally:
+            _inside.active = False
 
     def help(self) -> None:
         with self.lock:
@@ -206,7 +211,7 @@ def run(work: Callable[[int], None], count: int, key: Hashable = None) -> None:
 
     Calls with the same `key` (say, a product's shape) are timed, and run on the caller
     alone while that has lately been faster; without a key, helpers always take part."""
-    pool = _pool
+    pool = None if getattr(_inside, "active", False) else _pool  # a block's own run: solo
     chooser = None
     if pool is not None and count > 1 and key is not None and _adaptive:
         chooser = _choosers.get((pool.count, key))

@@ -15,7 +15,7 @@ network calls directly for the output layer when the loss gives dL/dz at once.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 
@@ -24,6 +24,20 @@ from nnctl.parameter import Parameter
 
 Array = np.ndarray
 Shape = tuple[int, ...]
+# A pass through a layer whose rows depend on each other (batch norm in training), written
+# as steps: it yields its partial sums over its rows and is sent the whole batch's; its
+# return value is the pass's result.
+Steps = Generator[tuple, tuple, "Array | None"]
+
+
+def alone(steps: Steps):
+    """Run `steps` as the whole batch: every partial sum it yields is the batch's sum."""
+    try:
+        sums = next(steps)
+        while True:
+            sums = steps.send(sums)
+    except StopIteration as finished:
+        return finished.value
 MAX_WORKSPACES = 4  # batch sizes kept: training's, its last partial batch, evaluation's
 
 
@@ -31,6 +45,8 @@ class Layer:
     """Base: parameters, shapes, and a workspace of arrays per batch size."""
 
     kind = ""
+    couples_rows = False  # in training, each row's output depends on the other rows
+    lead = True  # the one replica of a batch's shards that updates shared state (shards.py)
 
     def __init__(self, index: int, input_shape: Shape, output_shape: Shape):
         self.index = index  # the layer's place in the config's model.layers: names its arrays
@@ -56,6 +72,14 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, delta: Array, need_input_grad: bool, factored: bool) -> Array | None:
+        raise NotImplementedError
+
+    def forward_steps(self, x: Array) -> Steps:
+        """Training's forward pass as steps (layers that couple rows)."""
+        raise NotImplementedError
+
+    def backward_steps(self, delta: Array, need_input_grad: bool) -> Steps:
+        """Backward as steps (layers that couple rows)."""
         raise NotImplementedError
 
     def arrays(self) -> dict[str, Array]:

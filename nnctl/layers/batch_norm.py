@@ -14,6 +14,10 @@ Backward, from delta = dL/dz (sums over the m values):
 Training normalises with the batch's mu and var and moves the running statistics toward
 them, running = momentum running + (1 - momentum) batch (the variance unbiased, m / (m-1));
 inference normalises with the running statistics, which the weights file keeps.
+
+In training a row's output depends on every row of the batch through mu and var, so the
+training passes are written as steps that exchange sums (`forward_steps`, `backward_steps`):
+one batch cut in shards run at once (nnctl/shards.py) still normalises over the whole batch.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from __future__ import annotations
 import numpy as np
 
 from nnctl.activations import Activation
-from nnctl.layers.base import Activated, Array, Shape, activation_text
+from nnctl.layers.base import Activated, Array, Shape, Steps, activation_text, alone
 from nnctl.parameter import Parameter
 
 
 class BatchNorm(Activated):
     kind = "batch_norm"
+    couples_rows = True
 
     def __init__(self, index: int, shape: Shape, activation: Activation, momentum: float = 0.9,
                  epsilon: float = 1e-5, dtype=np.float32):
@@ -46,27 +51,40 @@ class BatchNorm(Activated):
                 "dx": np.empty((rows, features), dtype)}
 
     def forward(self, x: Array, training: bool, rng: np.random.Generator | None) -> Array:
+        if training:
+            return alone(self.forward_steps(x))
         ws = self._ws = self.workspace(len(x), self._allocate)
-        features = self.input_shape[0]
-        x2 = x.reshape(-1, features)  # channels are last in memory: one column per channel
+        x2 = x.reshape(-1, self.input_shape[0])  # channels last: one column per channel
+        gamma, beta = self.params
+        self.z = z = ws["z"]
+        scale = gamma.value / np.sqrt(self.running_var + self.epsilon)  # z = x scale + shift
+        np.multiply(x2, scale, out=z)
+        z += beta.value - self.running_mean * scale
+        self._activate(ws)
+        return self.a.reshape(x.shape)
+
+    def forward_steps(self, x: Array) -> Steps:
+        """Training's forward pass over this layer's rows of the batch, as steps: it yields
+        its sums (of x, then of (x - mu)^2, per feature) and is sent the whole batch's, so
+        that shards of one batch (nnctl/shards.py) normalise with the batch's statistics."""
+        ws = self._ws = self.workspace(len(x), self._allocate)
+        x2 = x.reshape(-1, self.input_shape[0])
         xhat, ones, z = ws["xhat"], ws["ones"], ws["z"]
         gamma, beta = self.params
-        self.z, m = z, len(x2)
-        if not training:  # z = x scale + shift: two passes
-            scale = gamma.value / np.sqrt(self.running_var + self.epsilon)
-            np.multiply(x2, scale, out=z)
-            z += beta.value - self.running_mean * scale
-            self._activate(ws)
-            return self.a.reshape(x.shape)
-        mean = (ones @ x2) / m
+        self.z = z
+        total, m = yield ones @ x2, len(x2)
+        self.m = m
+        mean = total / m
         np.subtract(x2, mean, out=xhat)
         np.square(xhat, out=z)
-        var = (ones @ z) / m
-        keep = self.momentum
-        self.running_mean *= keep
-        self.running_mean += (1.0 - keep) * mean
-        self.running_var *= keep
-        self.running_var += (1.0 - keep) * var * (m / max(m - 1, 1))
+        (squares,) = yield (ones @ z,)
+        var = squares / m
+        if self.lead:  # one shard of a batch moves the running statistics, once
+            keep = self.momentum
+            self.running_mean *= keep
+            self.running_mean += (1.0 - keep) * mean
+            self.running_var *= keep
+            self.running_var += (1.0 - keep) * var * (m / max(m - 1, 1))
         self.inv_std = 1.0 / np.sqrt(var + self.epsilon)
         xhat *= self.inv_std
         np.multiply(xhat, gamma.value, out=z)
@@ -74,18 +92,32 @@ class BatchNorm(Activated):
         self._activate(ws)
         return self.a.reshape(x.shape)
 
+    def backward(self, delta: Array, need_input_grad: bool, factored: bool) -> Array | None:
+        return alone(self.backward_steps(delta, need_input_grad))
+
     def backward_z(self, dz: Array, need_input_grad: bool, factored: bool) -> Array | None:
+        return alone(self.backward_z_steps(dz, need_input_grad))
+
+    def backward_steps(self, delta: Array, need_input_grad: bool) -> Steps:
+        dz = delta.reshape(self.z.shape)
+        self.activation.backward(self.z, self.a, dz)
+        return (yield from self.backward_z_steps(dz, need_input_grad))
+
+    def backward_z_steps(self, dz: Array, need_input_grad: bool) -> Steps:
+        """Backward as steps: gamma's and beta's gradients over this layer's rows go into
+        .grad and are yielded; dL/dx needs the whole batch's, which it is sent."""
         gamma, beta = self.params
         ws = self._ws
         xhat, ones = ws["xhat"], ws["ones"]
         gamma.factors = beta.factors = None
         np.matmul(ones, dz * xhat, out=gamma.grad)
         np.matmul(ones, dz, out=beta.grad)
+        dgamma, dbeta = yield gamma.grad.copy(), beta.grad.copy()
         if not need_input_grad:
             return None
         dx = ws["dx"]
-        np.multiply(xhat, gamma.grad / len(dz), out=dx)
-        dx += beta.grad / len(dz)
+        np.multiply(xhat, dgamma / self.m, out=dx)
+        dx += dbeta / self.m
         np.subtract(dz, dx, out=dx)
         dx *= gamma.value * self.inv_std
         if len(self.input_shape) == 1:
