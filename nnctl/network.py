@@ -26,6 +26,7 @@ from nnctl.layers.dense import Dense
 from nnctl.layers.dropout import Dropout
 from nnctl.losses import Loss
 from nnctl.parameter import Parameter
+from nnctl.shards import SHARDS, SMALLEST_SHARD, Shards
 
 Array = np.ndarray
 CHUNK_BYTES = 1 << 26  # inference in chunks whose largest workspace stays near 64 MB
@@ -63,6 +64,7 @@ class Network:
         # a layer's input gradient is wanted only when some layer below has parameters
         self._wants_input_grad = [any(l.params for l in self.layers[:i])
                                   for i in range(len(self.layers))]
+        self._shards: Shards | None = None  # made at the first batch that is cut
 
     @classmethod
     def dense(cls, weights: Sequence[Array], biases: Sequence[Array],
@@ -148,6 +150,19 @@ class Network:
             layers.append(twin)
         return Network(layers, self.input_shape)
 
+    def replica(self, lead: bool = True) -> Network:
+        """A twin whose parameters share these values but hold gradients of their own: one
+        per shard of a batch (nnctl/shards.py). Only the `lead` replica moves shared state
+        (batch norm's running statistics)."""
+        layers = []
+        for layer in self.layers:
+            twin = copy.copy(layer)
+            twin._workspaces = {}
+            twin.params = [Parameter.of(p.name, p.value, p.decays) for p in layer.params]
+            twin.lead = lead
+            layers.append(twin)
+        return Network(layers, self.input_shape)
+
     def snapshot(self) -> dict[str, Array]:
         """A copy of everything the weights file keeps (weights, batch-norm statistics)."""
         return {key: value.copy() for layer in self.layers
@@ -211,7 +226,14 @@ class Network:
         is applied; without, the network is deterministic. Backprop is linear in the output
         error, so `grad_scale` (an optimizer's learning rate) scales that one small matrix
         and every gradient follows. `factored` leaves each gradient it can as its factors
-        (Parameter.factors) for the optimizer, valid until the next call."""
+        (Parameter.factors) for the optimizer, valid until the next call.
+
+        A network of images cuts a large enough batch into shards run at once on the
+        threads (nnctl/shards.py); its gradients are then formed, never factored."""
+        if len(self.input_shape) == 3 and len(x) >= SHARDS * SMALLEST_SHARD:
+            if self._shards is None:
+                self._shards = Shards(self)
+            return self._shards.backprop(x, y, loss, want_loss, rng, grad_scale)
         return alone(self.backprop_steps(x, y, loss, want_loss, rng, grad_scale, factored))
 
     def backprop_steps(self, x: Array, y: Array, loss: Loss, want_loss: bool,
