@@ -198,14 +198,28 @@ class Network:
 
     def forward_chunks(self, x: Array, chunk: int = 4096):
         """Yield (start row, z_L, a_L) chunk by chunk; the arrays are reused between chunks.
-        Chunks are smaller where a layer's workspace would pass CHUNK_BYTES (im2col)."""
+        Chunks are smaller where a layer's workspace would pass CHUNK_BYTES (im2col); a
+        network of images runs each chunk as shards on the threads, as in training."""
         x = np.asarray(x, dtype=self.dtype)
         last = self.layers[-1]
         chunk = max(1, min(chunk, CHUNK_BYTES // (self.dtype.itemsize * max(
             layer.floats_per_sample() for layer in self.layers))))
         for start in range(0, len(x), chunk):
-            self._forward(x[start:start + chunk], False, None)
-            yield start, last.z, last.a
+            rows = x[start:start + chunk]
+            if self._cut(len(rows)):
+                yield (start, *self._sharded().forward(rows))
+            else:
+                self._forward(rows, False, None)
+                yield start, last.z, last.a
+
+    def _cut(self, rows: int) -> bool:
+        """Whether a batch of `rows` goes through as shards: for networks of images."""
+        return len(self.input_shape) == 3 and rows >= SHARDS * SMALLEST_SHARD
+
+    def _sharded(self) -> Shards:
+        if self._shards is None:
+            self._shards = Shards(self)
+        return self._shards
 
     def loss(self, x: Array, y: Array, loss: Loss,
              rng: np.random.Generator | None = None, training: bool = True) -> float:
@@ -230,10 +244,8 @@ class Network:
 
         A network of images cuts a large enough batch into shards run at once on the
         threads (nnctl/shards.py); its gradients are then formed, never factored."""
-        if len(self.input_shape) == 3 and len(x) >= SHARDS * SMALLEST_SHARD:
-            if self._shards is None:
-                self._shards = Shards(self)
-            return self._shards.backprop(x, y, loss, want_loss, rng, grad_scale)
+        if self._cut(len(x)):
+            return self._sharded().backprop(x, y, loss, want_loss, rng, grad_scale)
         return alone(self.backprop_steps(x, y, loss, want_loss, rng, grad_scale, factored))
 
     def backprop_steps(self, x: Array, y: Array, loss: Loss, want_loss: bool,

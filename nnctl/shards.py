@@ -57,6 +57,26 @@ class Shards:
         self.network = network
         self.replicas = [network.replica(lead=k == 0) for k in range(count)]
         self._outputs: dict[int, Array] = {}
+        self._forwards: dict[int, tuple[Array, Array]] = {}
+
+    def forward(self, x: Array) -> tuple[Array, Array]:
+        """Inference over the rows of x as shards: the output layer's z and a, arrays
+        reused by the next call with as many rows."""
+        rows, count = len(x), len(self.replicas)
+        edges = cuts(rows, count)
+        if rows not in self._forwards:
+            shape = (rows, self.network.sizes[-1])
+            self._forwards = {rows: (np.empty(shape, self.network.dtype),
+                                     np.empty(shape, self.network.dtype))}
+        z, a = self._forwards[rows]
+
+        def run(k: int) -> None:
+            replica, start, stop = self.replicas[k], edges[k], edges[k + 1]
+            replica._forward(x[start:stop], False, None)
+            z[start:stop], a[start:stop] = replica.layers[-1].z, replica.layers[-1].a
+
+        parallel.run(run, count, key=("shards", rows, "forward"))
+        return z, a
 
     def backprop(self, x: Array, y: Array, loss: Loss, want_loss: bool,
                  rng: np.random.Generator | None, grad_scale: float) -> tuple[float, Array]:

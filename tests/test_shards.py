@@ -120,3 +120,13 @@ def test_training_gives_the_same_weights_with_1_2_and_3_threads(forced):
         finals.append([a.copy() for layer in net.layers for a in layer.arrays().values()])
     for other in finals[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(finals[0], other))
+
+
+def test_inference_in_shards_gives_the_whole_batchs_outputs():
+    x, y, loss = batch(41)
+    net = network(SHAPE, LAYERS)
+    net.backprop(x, y, loss)  # running statistics away from their start
+    whole = net._forward(x, False, None).copy()
+    np.testing.assert_allclose(net.forward(x), whole, rtol=1e-12)
+    np.testing.assert_allclose(net.forward(x, chunk=20), whole, rtol=1e-12)
+    assert net._shards._forwards, "inference did not run in shards"
