@@ -103,8 +103,11 @@ class Shards:
         stage = 0
         while True:
             parallel.run(advance, count, key=("shards", rows, stage))
-            if all(done for done, _ in results):
+            finished = [done for done, _ in results]
+            if all(finished):
                 break
+            if any(finished):  # the replicas are one network: they stop at the same sums
+                raise RuntimeError("the shards of a batch fell out of step")
             sent = [_added([part for _, part in results])] * count
             stage += 1
         for j, p in enumerate(self.network.params):
