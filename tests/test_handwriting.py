@@ -113,6 +113,24 @@ def test_grid_lines_are_removed_but_a_one_is_a_stroke_not_a_line():
     assert remove_lines(alone)[0].sum() == alone.sum()
 
 
+@pytest.mark.parametrize("degrees, width", [(6, 40), (8, 24), (10, 40), (14, 40)])
+def test_a_thick_slanted_stroke_does_not_hide_the_grid_lines(degrees, width):
+    """The lines' angle is the one whose bands reach across the image: a bold stroke is
+    denser than thin lines, but no longer than itself (it used to win, and the vertical
+    lines it crossed stayed, joining the digit to the image's border)."""
+    mask = np.zeros((640, 640), bool)
+    for at in (100, 330, 560):
+        mask[:, at:at + 2] = True
+    for at in (150, 450):
+        mask[at:at + 2, :] = True
+    for y in range(180, 460):
+        x = 330 + np.tan(np.deg2rad(degrees)) * (y - 320)
+        mask[y, int(x - width / 2):int(x + width / 2)] = True
+    cleaned, _ = remove_lines(mask)
+    assert not cleaned[:140].any() and not cleaned[470:].any()  # only lines were there
+    assert cleaned[200:440].sum() > 0.9 * width * 240  # the stroke stays
+
+
 def test_specks_and_far_blobs_are_dropped_and_broken_parts_kept(tmp_path):
     page = np.full((300, 300), 240, np.uint8)
     page[80:200, 140:150] = 20  # the stem of a "4"
