@@ -10,7 +10,8 @@ The stages, each a small function, each done with scipy.ndimage on whole arrays:
    hysteresis, so faint ends of a stroke stay attached to its core;
 4. printed lines removed: long straight runs across most of the image (squared or ruled
    paper) found by projecting the ink at every small angle (the angle at which a band
-   reaches furthest along the image), taken out except where a stroke crosses them; parts that hug the image border (the edge of the sheet, the table) go too;
+   reaches furthest along the image), taken out except where a stroke crosses them;
+   parts that hug the image border (the edge of the sheet, the table) go too;
 5. the digit isolated: connected components, specks and far blobs dropped, the parts of one
    digit kept together;
 6. stroke width normalised: a stroke thinner than nearly all of MNIST's (1.5 of the 20 pixels) is

@@ -154,13 +154,10 @@ class Network:
         """A twin whose parameters share these values but hold gradients of their own: one
         per shard of a batch (nnctl/shards.py). Only the `lead` replica moves shared state
         (batch norm's running statistics)."""
-        layers = []
-        for layer in self.layers:
-            twin = copy.copy(layer)
-            twin._workspaces = {}
-            twin.params = [Parameter.of(p.name, p.value, p.decays) for p in layer.params]
-            twin.lead = lead
-            layers.append(twin)
+        layers = self.twin().layers
+        for layer in layers:
+            layer.params = [Parameter.of(p.name, p.value, p.decays) for p in layer.params]
+            layer.lead = lead
         return Network(layers, self.input_shape)
 
     def snapshot(self) -> dict[str, Array]:

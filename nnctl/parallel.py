@@ -5,8 +5,8 @@
                             all are done
 
 The work is meant to be a C call that releases the GIL (a single-threaded BLAS product on
-a block of rows), or a shard of a batch whose NumPy calls do (nnctl/shards.py). The caller posts the job, wakes the helpers and takes blocks itself, one
-after another; a helper that wakes takes the next block not yet taken. Nobody waits for a
+a block of rows), or a shard of a batch whose NumPy calls do (nnctl/shards.py). The caller
+posts the job, wakes the helpers and takes blocks itself, one after another; a helper that wakes takes the next block not yet taken. Nobody waits for a
 helper that has not started: when the machine is busy and a helper is not scheduled in
 time, the caller does the blocks itself. An idle helper sleeps on a lock, it never spins,
 so it takes no CPU from anyone. Which thread computes a block changes nothing in the

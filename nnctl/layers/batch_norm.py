@@ -112,7 +112,7 @@ class BatchNorm(Activated):
         gamma.factors = beta.factors = None
         np.matmul(ones, dz * xhat, out=gamma.grad)
         np.matmul(ones, dz, out=beta.grad)
-        dgamma, dbeta = yield gamma.grad.copy(), beta.grad.copy()
+        dgamma, dbeta = yield gamma.grad, beta.grad  # read only from here on
         if not need_input_grad:
             return None
         dx = ws["dx"]
