@@ -4,11 +4,12 @@ started by the fixture from Debian's postgresql package into a temporary directo
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -90,13 +91,18 @@ def test_two_machines_share_one_study_on_postgresql(tmp_path, mnist_cache, postg
     assert len({t.user_attrs["worker"] for t in stored}) >= 2  # one process per phase at least
     assert not list(tmp_path.glob("*/tune.db"))  # nothing went to the default SQLite file
     # Each machine writes the best trial the study held when it finished: the one that
-    # finished first may not have seen a trial the other completed later.
-    named = []
+    # finished first may not have seen a trial the other completed later, nor one whose
+    # completion was stamped but not yet committed as it read the study (a second's grace).
+    files = {}
     for name in ("a", "b"):
         written = tmp_path / name / "best.yaml"
-        seen = [t for t in stored if t.datetime_complete
-                <= datetime.fromtimestamp(written.stat().st_mtime)]
-        best = max(seen, key=lambda t: t.value)
-        assert f"# The best trial ({best.number}) of study 'digits'" in written.read_text()
-        named.append(best.number)
-    assert max(stored, key=lambda t: t.value).number in named  # the last to finish saw all
+        at = datetime.fromtimestamp(written.stat().st_mtime)
+        found = re.search(r"# The best trial \((\d+)\) of study 'digits'", written.read_text())
+        assert found, written.read_text()
+        named = stored[int(found.group(1))]
+        assert named.datetime_complete <= at
+        earlier = [t.value for t in stored if t.datetime_complete <= at - timedelta(seconds=1)]
+        assert named.value >= max(earlier, default=named.value)
+        files[at] = named.number
+    best = max(stored, key=lambda t: (t.value, -t.number))
+    assert files[max(files)] == best.number  # the last to finish saw every trial
