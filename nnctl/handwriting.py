@@ -37,7 +37,14 @@ TARGET_STROKE = 2.2  # MNIST's median stroke width at the 20-pixel size
 THIN_STROKE = 1.5  # thinner than nine MNIST digits in ten: thickened
 BOLD_STROKE = 3.5  # bolder than 95 MNIST digits in a hundred: thinned to BOLD_TARGET
 BOLD_TARGET = 3.0  # MNIST's 90th percentile
-SPLIT_WIDTH = 1.1  # a piece wider than this many heights may be touching digits
+SPLIT_WIDTH = 0.7  # a piece wider than this many heights may be touching digits
+MAX_DIGIT = 1.2  # no digit of a row is wider than this many heights ...
+MIN_DIGIT = 0.08  # ... or narrower than this
+MAX_CUTS = 8  # candidate cuts tried in one piece
+SPLIT_COST = 0.5  # log-confidence a cut must gain: the halves of one digit often read well
+FRAGMENT = 0.55  # a piece of a row lower than this many heights is part of a digit
+ATTACH_GAP = 0.3  # ... when it is this close to one, in heights
+TALLER = 0.1  # a piece taller than the row by this many heights is one sigma less likely
 LINE_REACH = 0.5  # a printed line runs across at least this share of the image
 _EIGHT = np.ones((3, 3), bool)
 
@@ -482,6 +489,22 @@ def columns(found: list[Part]) -> list[list[Part]]:
     return groups
 
 
+def attach_fragments(groups: list[list[Part]], height: float) -> list[list[Part]]:
+    """Groups too flat to be a digit of a row `height` tall (a "5"'s flag drawn apart from
+    its body and reaching over the next digit, the broken end of a stroke) join the nearest
+    digit, the one on the left if both touch; far from every digit, they are specks."""
+    digits = [g for g in groups if _union(g).height >= FRAGMENT * height]
+    if not digits:
+        return groups
+    for fragment in (g for g in groups if _union(g).height < FRAGMENT * height):
+        piece = _union(fragment)
+        gaps = [_gap(_union(g), piece) for g in digits]
+        nearest = int(np.argmin(gaps))  # the first, leftmost, of equals
+        if gaps[nearest] <= ATTACH_GAP * height:
+            digits[nearest] = digits[nearest] + fragment
+    return digits
+
+
 def _same_digit(a: Part, b: Part) -> bool:
     """Pieces of one digit share most of their columns; two neighbours (two slanted "1"s)
     share some, and are alike in size, so they need to share nearly all."""
@@ -491,29 +514,26 @@ def _same_digit(a: Part, b: Part) -> bool:
     return overlap > (0.75 if alike else 0.4) * narrower
 
 
-def _cuts(mask: np.ndarray, count: int = 3) -> list[int]:
-    """Candidate columns to split touching digits: the lowest points of the column
-    projection in the middle of the piece."""
+def _cuts(mask: np.ndarray, height: float) -> list[int]:
+    """Candidate columns to split touching digits: the local minima of the column projection
+    (the thinnest joins), at most one per eighth of a digit's height, none at the edges."""
     profile = ndimage.uniform_filter1d(mask.sum(axis=0).astype(np.float32), 3)
-    width = len(profile)
-    lo, hi = int(0.25 * width), int(0.75 * width)
-    if hi - lo < 2:
-        return []
-    middle = profile[lo:hi]
-    order = np.argsort(middle, kind="stable")
+    width, margin, apart = len(profile), max(int(MIN_DIGIT * height), 1), max(int(height / 8), 1)
+    lowest = ndimage.minimum_filter1d(profile, 2 * apart + 1, mode="nearest")
+    inner = np.arange(margin, width - margin)
+    candidates = inner[profile[inner] <= lowest[inner]]
     picked: list[int] = []
-    for i in order:
-        c = int(i) + lo
-        if all(abs(c - q) > width // 8 for q in picked):
-            picked.append(c)
-        if len(picked) == count:
+    for c in candidates[np.argsort(profile[candidates], kind="stable")]:
+        if all(abs(int(c) - q) > apart for q in picked):
+            picked.append(int(c))
+        if len(picked) == MAX_CUTS:
             break
-    return picked
+    return sorted(picked)
 
 
 def read_digits(gray: np.ndarray, classify: Classify, max_digits: int = 32) -> list[Digit]:
     """A row of handwritten digits read left to right. Touching digits are split where the
-    network is surer of two digits than of one (cut at the column projection's minima)."""
+    network is surer of them apart than together (cut at the column projection's minima)."""
     ink = find_ink(np.asarray(gray, np.float32))
     labels, found = parts(ink)
     if not found:
@@ -521,10 +541,7 @@ def read_digits(gray: np.ndarray, classify: Classify, max_digits: int = 32) -> l
     groups = columns(found)
     height = float(np.median([_union(g).height for g in groups]))
     digits: list[Digit] = []
-    for group in groups:
-        whole = _union(group)
-        if whole.height < 0.35 * height and whole.width < 0.35 * height:
-            continue  # a dot or a speck between digits
+    for group in attach_fragments(groups, height):
         digits += _split(ink, group_mask(labels, group), classify, height)
         if len(digits) >= max_digits:
             break
@@ -533,31 +550,52 @@ def read_digits(gray: np.ndarray, classify: Classify, max_digits: int = 32) -> l
     return digits[:max_digits]
 
 
-def _split(ink: Ink, mask: np.ndarray, classify: Classify, height: float, depth: int = 0
-           ) -> list[Digit]:
-    """The digit(s) in `mask`: one, or two or more when it is wider than a digit and the
-    network reads the halves at a cut more surely than the whole (product of confidences)."""
+def _reading_scores(probabilities: np.ndarray, digits: list[Digit], height: float
+                    ) -> np.ndarray:
+    """How well each piece reads as one digit of a row `height` tall: the network's
+    log-confidence plus the log-likelihood of its height, when taller than the row's digits. The
+    network alone is often sure of two touching digits as one ("96" as a 4), but two digits
+    side by side, a little up and down, are taller together than either is; a digit shorter
+    than its neighbours is not penalised, as all ways of cutting it are as short."""
+    taller = np.array([(d.box[3] - d.box[1]) / height - 1.0 for d in digits], np.float32)
+    shape = -0.5 * (np.maximum(taller, 0.0) / TALLER) ** 2
+    return np.log(np.maximum(probabilities.max(axis=1), 1e-12)) + shape
+
+
+def _split(ink: Ink, mask: np.ndarray, classify: Classify, height: float) -> list[Digit]:
+    """The digit(s) in `mask`, a piece of the row: the way of cutting it at candidate columns
+    into digits that the network reads most surely (the product of its confidences, so one
+    digit beats two unless both halves read better), among digits of a plausible width, found
+    by dynamic programming over the cuts. Only a piece wider than SPLIT_WIDTH heights is cut:
+    narrower pieces ("1", "7") are a single digit."""
     single = digit_from_mask(ink, mask)
     left, top, right, bottom = single.box
-    # Handwritten digits are rarely wider than tall: only a wider piece may be two.
-    if right - left < SPLIT_WIDTH * max(height, bottom - top) or depth >= 3:
+    if right - left < SPLIT_WIDTH * height:
         return [single]
     window = mask[top:bottom, left:right]
-    candidates = []
-    for cut in _cuts(window):
-        side = np.zeros_like(mask)
-        side[:, :left + cut] = True
-        a, b = mask & side, mask & ~side
-        if a.any() and b.any():
-            candidates.append((digit_from_mask(ink, a), digit_from_mask(ink, b)))
-    if not candidates:
+    points = [0] + _cuts(window, height) + [right - left]
+    pieces: dict[tuple[int, int], Digit] = {}
+    for i in range(len(points) - 1):
+        for j in range(i + 1, len(points)):
+            span = points[j] - points[i]
+            if span > MAX_DIGIT * height or span < MIN_DIGIT * height:
+                continue
+            if (i, j) == (0, len(points) - 1):
+                pieces[i, j] = single
+                continue
+            part = np.zeros_like(mask)
+            part[top:bottom, left + points[i]:left + points[j]] = window[:, points[i]:points[j]]
+            if part.any():
+                pieces[i, j] = digit_from_mask(ink, part)
+    if not pieces:
         return [single]
-    fields = [single.field] + [d.field for pair in candidates for d in pair]
-    p = np.log(np.maximum(classify(np.stack(fields)).max(axis=1), 1e-12))
-    scores = [p[0]] + [p[1 + 2 * i] + p[2 + 2 * i] for i in range(len(candidates))]
-    best = int(np.argmax(scores))
-    if best == 0:
-        return [single]
-    a, b = candidates[best - 1]
-    return (_split(ink, a.mask, classify, height, depth + 1)
-            + _split(ink, b.mask, classify, height, depth + 1))
+    keys = list(pieces)
+    sure = _reading_scores(classify(np.stack([pieces[k].field for k in keys])),
+                           [pieces[k] for k in keys], height)
+    score = {k: v - SPLIT_COST for k, v in zip(keys, sure)}
+    best: list[tuple[float, list[tuple[int, int]]]] = [(0.0, [])] + [(-np.inf, [])] * (len(points) - 1)
+    for j in range(1, len(points)):
+        for i in range(j):
+            if (i, j) in score and best[i][0] + score[i, j] > best[j][0]:
+                best[j] = (best[i][0] + score[i, j], best[i][1] + [(i, j)])
+    return [pieces[k] for k in best[-1][1]] or [single]
