@@ -585,7 +585,8 @@ def _split(ink: Ink, mask: np.ndarray, classify: Classify, height: float) -> lis
                 continue
             part = np.zeros_like(mask)
             part[top:bottom, left + points[i]:left + points[j]] = window[:, points[i]:points[j]]
-            if part.any():
+            rows = np.flatnonzero(part[top:bottom].any(axis=1))
+            if len(rows) and rows[-1] - rows[0] + 1 >= FRAGMENT * height:  # else no digit
                 pieces[i, j] = digit_from_mask(ink, part)
     if not pieces:
         return [single]
