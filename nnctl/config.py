@@ -55,10 +55,11 @@ class AugmentConfig:
     rotate: float = 0.0
     scale: float = 0.0
     flip: float = 0.0  # the chance of a left-right mirror image (garments, not digits)
+    erase: float = 0.0  # the chance that a rectangle of the image is replaced by noise
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.flip)
+        return bool(self.shift or self.rotate or self.scale or self.flip or self.erase)
 
 
 @dataclass
@@ -349,7 +350,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
     d = c.section(top.get("data"), "data",
                   ("dataset", "dir", "validation", "scaling", "augment", "limit", "path",
                    "classes"))
-    g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale", "flip"))
+    g = c.section(d.get("augment"), "data.augment", ("shift", "rotate", "scale", "flip", "erase"))
     data = DataConfig(
         dataset=c.choice(d, "data", "dataset", "mnist", (*DATASETS, USER_DATASET)),
         dir=c.path(d, "data", "dir", None),
@@ -360,6 +361,7 @@ def validate(raw: Any, source: str = "config", lines: dict[str, int] | None = No
             rotate=c.number(g, "data.augment", "rotate", 0.0, 0.0, 90.0),
             scale=c.number(g, "data.augment", "scale", 0.0, 0.0, 0.5),
             flip=c.number(g, "data.augment", "flip", 0.0, 0.0, 1.0),
+            erase=c.number(g, "data.augment", "erase", 0.0, 0.0, 1.0),
         ),
         path=c.text(d, "data", "path", None),
         classes=_class_names(c, d.get("classes")),

@@ -111,7 +111,7 @@ def build_augmentation(config: Config):
     if not a.active:
         return None
     return functools.partial(augment, shift=a.shift, rotate=a.rotate, scale=a.scale,
-                             flip=a.flip)
+                             flip=a.flip, erase=a.erase)
 
 
 def build_optimizer(config: Config) -> Optimizer:

@@ -100,6 +100,27 @@ def test_a_flip_mirrors_the_chosen_images_exactly_and_leaves_the_others():
     assert np.all(mirrored ^ kept) and 150 < mirrored.sum() < 250
 
 
+def test_erasing_covers_one_rectangle_of_the_chosen_images_with_noise():
+    x = np.full((400, 784), 0.5, np.float32)
+    x[:, 0] = 0.0  # the batch's range, which the noise spans
+    x[:, 1] = 1.0
+    erased = augment(x, np.random.default_rng(6), erase=0.5)
+    assert np.array_equal(erased, augment(x, np.random.default_rng(6), erase=0.5))
+    changed = (erased != x).reshape(-1, 28, 28)
+    hit = changed.any(axis=(1, 2))
+    assert 150 < hit.sum() < 250  # about half the images
+    for mask in changed[hit]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.mean() > 0.9  # one rectangle (a few noise pixels may equal 0.5 exactly)
+        assert 0.015 * 784 <= box.size <= 0.45 * 784
+    assert erased.min() >= 0.0 and erased.max() <= 1.0
+    noise = erased[changed.reshape(len(x), -1)]
+    assert abs(noise.mean() - 0.5) < 0.02 and abs(noise.std() - np.sqrt(1 / 12)) < 0.02  # uniform
+    np.testing.assert_array_equal(augment(x, np.random.default_rng(6), flip=0.3),
+                                  augment(x, np.random.default_rng(6), flip=0.3, erase=0.0))
+
+
 def write(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(textwrap.dedent(text))
@@ -115,7 +136,7 @@ def test_new_keys_are_validated(tmp_path):
         training:
           schedule: {name: linear}
           early_stopping: 3
-        data: {augment: {shift: 20}}
+        data: {augment: {shift: 20, erase: 1.5}}
         """)
     with pytest.raises(ConfigError) as error:
         load_config(path)
@@ -124,7 +145,8 @@ def test_new_keys_are_validated(tmp_path):
                      "model.layers[1].dropout: dropout belongs to hidden layers",
                      "training.schedule.name: unknown value 'linear'",
                      "training.early_stopping: needs a validation split",
-                     "data.augment.shift: must be a number in [0, 8]"):
+                     "data.augment.shift: must be a number in [0, 8]",
+                     "data.augment.erase: must be a number in [0, 1]"):
         assert expected in text
 
 
