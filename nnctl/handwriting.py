@@ -45,6 +45,7 @@ SPLIT_COST = 0.5  # log-confidence a cut must gain: the halves of one digit ofte
 FRAGMENT = 0.55  # a piece of a row lower than this many heights is part of a digit
 ATTACH_GAP = 0.3  # ... when it is this close to one, in heights
 TALLER = 0.1  # a piece taller than the row by this many heights is one sigma less likely
+FAINT = 0.65  # a close piece under this share of the digit's mean contrast is a shadow's rim
 LINE_REACH = 0.5  # a printed line runs across at least this share of the image
 _EIGHT = np.ones((3, 3), bool)
 
@@ -316,6 +317,7 @@ class Part:
     bottom: int  # exclusive
     right: int  # exclusive
     inside: bool = True  # clear of the image border
+    contrast: float = 1.0  # mean strength: strokes are strong, a shadow's rim is faint
 
     @property
     def height(self) -> int:
@@ -334,6 +336,7 @@ def parts(ink: Ink) -> tuple[np.ndarray, list[Part]]:
         return labels, []
     index = np.arange(1, count + 1)
     masses = ndimage.sum_labels(ink.strength, labels, index)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     boxes = ndimage.find_objects(labels)
     h, w = ink.mask.shape
     border = np.zeros_like(ink.mask)
@@ -341,12 +344,12 @@ def parts(ink: Ink) -> tuple[np.ndarray, list[Part]]:
     border[:, [0, -1]] = True
     on_border = np.bincount(labels[border], minlength=count + 1)[1:]
     found, slivers = [], []
-    for label, mass, box, touching in zip(index, masses, boxes, on_border):
+    for label, mass, size, box, touching in zip(index, masses, sizes, boxes, on_border):
         tall, wide = box[0].stop - box[0].start, box[1].stop - box[1].start
         if touching > 0.15 * min(h, w) or max(tall, wide) > 0.97 * max(h, w):
             continue
         part = Part(int(label), float(mass), box[0].start, box[1].start, box[0].stop,
-                    box[1].stop, inside=touching == 0)
+                    box[1].stop, inside=touching == 0, contrast=float(mass / max(size, 1)))
         # What is left of a line or of the sheet's edge: long along one side, thin across.
         sliver = ((wide >= 0.75 * w and tall <= 0.15 * h) or (tall >= 0.75 * h and wide <= 0.15 * w)
                   or (touching > 0 and max(tall, wide) >= 0.3 * max(h, w)
@@ -373,7 +376,7 @@ def _union(pieces: list[Part]) -> Part:
 
 def isolate(found: list[Part]) -> list[Part]:
     """The digit's pieces: the heaviest piece and those close to it (a "5"'s flag, a "4" in
-    two strokes, a broken line), without far-away blobs."""
+    two strokes, a broken line), without far-away blobs or faint ones (a shadow beside it)."""
     main = max(found, key=lambda p: p.mass * (1.0 if p.inside else 0.3))
     group = [main]
     grown = True
@@ -382,7 +385,8 @@ def isolate(found: list[Part]) -> list[Part]:
         whole = _union(group)
         reach = 0.35 * max(whole.height, whole.width)
         for p in found:
-            if p not in group and p.mass >= 0.03 * main.mass and _gap(whole, p) <= reach:
+            if (p not in group and p.mass >= 0.03 * main.mass and _gap(whole, p) <= reach
+                    and p.contrast >= FAINT * main.contrast):
                 group.append(p)
                 grown = True
     return group

@@ -147,6 +147,17 @@ def test_specks_and_far_blobs_are_dropped_and_broken_parts_kept(tmp_path):
     assert 8 <= cols[-1] - cols[0] + 1 <= 14  # both strokes, nothing from the blob
 
 
+def test_a_faint_shadow_beside_a_digit_is_not_part_of_it(tmp_path):
+    page = np.full((300, 300), 240, np.uint8)
+    page[80:200, 140:150] = 20  # a "1", dark ink
+    page[90:190, 165:215] = 170  # a shadow close beside it: broad and faint
+    path = tmp_path / "one.png"
+    Image.fromarray(page).save(path)
+    field = prepare(path).reshape(28, 28)
+    cols = np.flatnonzero(field.max(axis=0) > 60)
+    assert cols[-1] - cols[0] + 1 <= 6  # the "1" alone, upright in the field
+
+
 def test_exif_orientation_is_honoured(tmp_path):
     upright = np.full((120, 80), 255, np.uint8)
     upright[10:110, 36:44] = 0  # a tall bar
