@@ -568,9 +568,9 @@ def _reading_scores(probabilities: np.ndarray, digits: list[Digit], height: floa
 
 def _split(ink: Ink, mask: np.ndarray, classify: Classify, height: float) -> list[Digit]:
     """The digit(s) in `mask`, a piece of the row: the way of cutting it at candidate columns
-    into digits that the network reads most surely (the product of its confidences, so one
-    digit beats two unless both halves read better), among digits of a plausible width, found
-    by dynamic programming over the cuts. Only a piece wider than SPLIT_WIDTH heights is cut:
+    into digits of a plausible width and height whose `_reading_scores`, less SPLIT_COST per
+    digit, sum highest (so one digit beats two unless both halves read better), found by
+    dynamic programming over the cuts. Only a piece wider than SPLIT_WIDTH heights is cut:
     narrower pieces ("1", "7") are a single digit."""
     single = digit_from_mask(ink, mask)
     left, top, right, bottom = single.box
@@ -587,10 +587,11 @@ def _split(ink: Ink, mask: np.ndarray, classify: Classify, height: float) -> lis
             if (i, j) == (0, len(points) - 1):
                 pieces[i, j] = single
                 continue
-            part = np.zeros_like(mask)
-            part[top:bottom, left + points[i]:left + points[j]] = window[:, points[i]:points[j]]
-            rows = np.flatnonzero(part[top:bottom].any(axis=1))
+            stretch = window[:, points[i]:points[j]]
+            rows = np.flatnonzero(stretch.any(axis=1))
             if len(rows) and rows[-1] - rows[0] + 1 >= FRAGMENT * height:  # else no digit
+                part = np.zeros_like(mask)
+                part[top:bottom, left + points[i]:left + points[j]] = stretch
                 pieces[i, j] = digit_from_mask(ink, part)
     if not pieces:
         return [single]
