@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from nnctl.errors import UsageError
 from nnctl.handwriting import (BOLD_TARGET, Part, columns, draw_crop, read_digits, remove_lines,
-                                stroke_width)
+                                stroke_width, strokes_only)
 from nnctl.imaging import place_in_field, prepare
 
 WILD = Path(__file__).resolve().parents[1] / "benchmarks" / "wild.py"
@@ -156,6 +156,34 @@ def test_a_faint_shadow_beside_a_digit_is_not_part_of_it(tmp_path):
     field = prepare(path).reshape(28, 28)
     cols = np.flatnonzero(field.max(axis=0) > 60)
     assert cols[-1] - cols[0] + 1 <= 6  # the "1" alone, upright in the field
+
+
+def test_a_shadow_touching_the_stroke_is_taken_off_it(tmp_path):
+    page = np.full((300, 300), 240, np.uint8)
+    page[80:200, 140:150] = 20  # a "1", dark ink
+    page[150:230, 150:230] = 150  # a shadow that touches its foot: one component with it
+    path = tmp_path / "one.png"
+    Image.fromarray(page).save(path)
+    field = prepare(path).reshape(28, 28)
+    cols = np.flatnonzero(field.max(axis=0) > 60)
+    assert cols[-1] - cols[0] + 1 <= 6  # the "1" alone
+
+
+def test_a_strokes_soft_edge_and_a_bold_strokes_dim_middle_stay():
+    yy, xx = np.mgrid[0:120, 0:120]
+    ring = np.hypot(yy - 60, xx - 60)
+    # A ring 30 pixels wide whose middle is dim (the paper level misjudged under a wide
+    # blob) and whose edges fade over 2 pixels: nothing of it is a shadow.
+    strength = np.clip(np.minimum(ring - 20, 50 - ring) / 2, 0, 1).astype(np.float32)
+    strength[(ring > 28) & (ring < 42)] = 0.3
+    mask = strength > 0.1
+    assert np.array_equal(strokes_only(strength, mask), mask)
+    shadow = mask.copy()
+    shadow[:, 110:] = True  # a dim band touching the ring from the right
+    strength[:, 110:] = np.maximum(strength[:, 110:], 0.3)
+    kept = strokes_only(strength, shadow)
+    assert np.array_equal(kept & mask, mask)
+    assert (kept & ~mask).sum() < 0.05 * (shadow & ~mask).sum()  # what lies within EDGE of it
 
 
 def test_exif_orientation_is_honoured(tmp_path):
