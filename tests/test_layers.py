@@ -145,11 +145,16 @@ def test_col2im_is_the_adjoint_of_im2col(kh, kw, sh, sw, seed):
     im2col(x, (kh, kw), (sh, sw), cols)
     by_offset = np.empty_like(cols)
     im2col(x, (kh, kw), (sh, sw), by_offset, by_offset=True)
-    assert np.array_equal(cols, by_offset)  # both copy routes agree
+    staged = np.empty_like(cols)
+    im2col(x, (kh, kw), (sh, sw), staged, staging=np.empty((2, kh, kw, oh, ow, 3)))
+    assert np.array_equal(cols, by_offset) and np.array_equal(cols, staged)  # routes agree
     y = rng.standard_normal(cols.shape)
     back = np.empty_like(x)
     col2im(y, (sh, sw), back)
     assert np.isclose(np.sum(cols * y), np.sum(x * back))
+    staged_back = np.empty_like(x)
+    col2im(y, (sh, sw), staged_back, np.empty((2, oh, kh, kw, ow, 3)))
+    assert np.array_equal(staged_back, back)  # both routes add in the same order
 
 
 def test_max_pool_keeps_the_largest_and_sends_the_gradient_to_it_alone():

@@ -24,7 +24,7 @@ import numpy as np
 from nnctl.activations import Activation
 from nnctl.blas import affine, product
 from nnctl.layers.base import Activated, Array, Shape, activation_text
-from nnctl.layers.im2col import col2im, faster_route, im2col
+from nnctl.layers.im2col import col2im, faster_route, im2col, staging_for
 from nnctl.parameter import Parameter
 
 Pair = tuple[int, int]
@@ -95,9 +95,9 @@ class Conv2D(Activated):
             (top, _), (left, _) = self.pads
             _, height, width = self.input_shape
             padded[:, top:top + height, left:left + width] = x
-        if "by_offset" not in ws:
-            ws["by_offset"] = faster_route(padded, self.kernel, self.stride, ws["cols"])
-        im2col(padded, self.kernel, self.stride, ws["cols"], ws["by_offset"])
+        if "route" not in ws:
+            ws["route"] = faster_route(padded, self.kernel, self.stride, ws["cols"])
+        im2col(padded, self.kernel, self.stride, ws["cols"], *ws["route"])
         self.cols = ws["cols"].reshape(len(ws["z"]), -1)
         self.z = ws["z"]
         affine(self.z, self.cols, self.params[0].value, self.params[1].value)
@@ -118,15 +118,17 @@ class Conv2D(Activated):
             return None
         if "dcols" not in ws:
             channels, height, width = self.input_shape
-            ws["dcols"] = np.empty_like(ws["cols"])
+            ws["dcols"] = np.zeros_like(ws["cols"])  # zeros: staging_for times it
             ws["dpadded"] = np.empty_like(ws["padded"])
             ws["dx"] = np.empty((len(ws["cols"]), height, width, channels), self.dtype)
+            ws["staging"] = staging_for(ws["dcols"], self.stride,
+                                        ws["dpadded"] if self._padded else ws["dx"])
         dcols, dx = ws["dcols"], ws["dx"]
         product(dcols.reshape(len(dz), -1), dz, w.value)
         if not self._padded:
-            col2im(dcols, self.stride, dx)
+            col2im(dcols, self.stride, dx, ws["staging"])
             return dx
-        col2im(dcols, self.stride, ws["dpadded"])
+        col2im(dcols, self.stride, ws["dpadded"], ws["staging"])
         (top, _), (left, _) = self.pads
         _, height, width = self.input_shape
         np.copyto(dx, ws["dpadded"][:, top:top + height, left:left + width])

@@ -7,11 +7,17 @@ channels) order:
 
 so a convolution is one matrix product over the whole batch, (N OH OW, kh kw C) times
 (kh kw C, filters). The copy is one call over a strided view (sliding_window_view), and
-with channels last each window row is a contiguous run of kw C values.
+with channels last each window row is a contiguous run of kw C values. With one or two
+channels those runs are short, and kh kw copies, one per kernel offset, can be faster,
+straight into the columns or into a staging array laid out by offset (runs of OW C values)
+followed by one transposing copy: `faster_route` times the three on the layer's shapes.
 
 col2im is im2col's adjoint: every column entry is added back to the input pixel it came
 from. It runs as kh kw strided additions, one per kernel offset (i, j), each over the whole
-batch; windows overlap, so a pixel gathers from every window that holds it.
+batch; windows overlap, so a pixel gathers from every window that holds it. With few
+channels the columns of one offset are short runs (C values, kh kw C apart), so they can
+first be staged in (N, OH, kh, kw, OW, C) order, one copy that makes each offset's part of a
+window row one run of OW C values, as it is in the input.
 """
 
 from __future__ import annotations
@@ -25,43 +31,71 @@ Array = np.ndarray
 
 
 def im2col(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
-           cols: Array, by_offset: bool = False) -> None:
+           cols: Array, by_offset: bool = False, staging: Array | None = None) -> None:
     """Fill `cols`, shaped (N, OH, OW, kh, kw, C), with the windows of `padded`: in one
     copy from a sliding-window view, or `by_offset`, in kh kw strided copies, one per
     kernel offset (faster with one or two channels, where the view's inner runs are
-    short)."""
+    short), or through `staging`, shaped (N, kh, kw, OH, OW, C): one copy per offset into
+    runs of OW C values, then one transposing copy (faster still with one channel)."""
     (kh, kw), (sh, sw) = kernel, stride
     _, oh, ow = cols.shape[:3]
-    if by_offset:
+    if by_offset or staging is not None:
         for i in range(kh):
             for j in range(kw):
-                cols[:, :, :, i, j] = padded[:, i:i + sh * (oh - 1) + 1:sh,
-                                             j:j + sw * (ow - 1) + 1:sw]
+                window = padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                if staging is None:
+                    cols[:, :, :, i, j] = window
+                else:
+                    staging[:, i, j] = window
+        if staging is not None:
+            np.copyto(cols, staging.transpose(0, 3, 4, 1, 2, 5))
         return
     windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
     np.copyto(cols, windows[:, :oh, :ow].transpose(0, 1, 2, 4, 5, 3))
 
 
+def _best_of_3(run) -> float:
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def faster_route(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
-                 cols: Array) -> bool:
-    """Whether the by-offset copy beats the one-view copy for these shapes, timed here
-    (best of 3 each): which wins depends on the channels, the kernel and the caches."""
-    best = {}
-    for by_offset in (False, True):
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            im2col(padded, kernel, stride, cols, by_offset)
-            times.append(time.perf_counter() - started)
-        best[by_offset] = min(times)
-    return best[True] < best[False]
+                 cols: Array) -> tuple[bool, Array | None]:
+    """im2col's fastest route for these shapes, as its (by_offset, staging) arguments,
+    timed here (best of 3 each): which wins depends on the channels, the kernel and the
+    caches."""
+    n, oh, ow, kh, kw, channels = cols.shape
+    staging = np.empty((n, kh, kw, oh, ow, channels), cols.dtype)
+    routes = [(False, None), (True, None), (False, staging)]
+    times = [_best_of_3(lambda: im2col(padded, kernel, stride, cols, *route)) for route in routes]
+    return routes[int(np.argmin(times))]
 
 
-def col2im(cols: Array, stride: tuple[int, int], padded: Array) -> None:
-    """padded <- the sum, for every input pixel, of the column entries taken from it."""
+def col2im(cols: Array, stride: tuple[int, int], padded: Array, staging: Array | None = None
+           ) -> None:
+    """padded <- the sum, for every input pixel, of the column entries taken from it; read
+    through `staging`, shaped (N, OH, kh, kw, OW, C), when given. The sums are added in the
+    same order either way, so the result is the same to the bit."""
     sh, sw = stride
     _, oh, ow, kh, kw, _ = cols.shape
+    if staging is not None:
+        np.copyto(staging, cols.transpose(0, 1, 3, 4, 2, 5))
     padded.fill(0)
     for i in range(kh):
         for j in range(kw):
-            padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += cols[:, :, :, i, j]
+            part = cols[:, :, :, i, j] if staging is None else staging[:, :, i, j]
+            padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += part
+
+
+def staging_for(cols: Array, stride: tuple[int, int], padded: Array) -> Array | None:
+    """A staging array for col2im if staging is faster for these shapes, timed here (best
+    of 3 each): it pays with few channels (LeNet-5's 6), not with many."""
+    n, oh, ow, kh, kw, channels = cols.shape
+    staging = np.empty((n, oh, kh, kw, ow, channels), cols.dtype)
+    direct = _best_of_3(lambda: col2im(cols, stride, padded))
+    staged = _best_of_3(lambda: col2im(cols, stride, padded, staging))
+    return staging if staged < direct else None
