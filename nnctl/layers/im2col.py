@@ -42,11 +42,8 @@ def im2col(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
     if by_offset or staging is not None:
         for i in range(kh):
             for j in range(kw):
-                window = padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-                if staging is None:
-                    cols[:, :, :, i, j] = window
-                else:
-                    staging[:, i, j] = window
+                out = cols[:, :, :, i, j] if staging is None else staging[:, i, j]
+                out[...] = padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
         if staging is not None:
             np.copyto(cols, staging.transpose(0, 3, 4, 1, 2, 5))
         return
