@@ -204,11 +204,14 @@ def add_product(out: Array, left: Array, right: Array, alpha: float, beta: float
 
 def affine(out: Array, a: Array, w: Array, b: Array) -> None:
     """out <- a w^T + b, a dense layer's z for the rows of a: b is copied in and the
-    product added by GEMM's beta, which spares the product's zeroing and a pass."""
-    blas = _blas_for(out, a, w, b) if out.size * a.shape[1] >= SMALLEST_PRODUCT else None
+    product added by GEMM's beta, which spares the product's zeroing and a pass. `a` may
+    be the transpose of a C-ordered array (a conv layer's columns kept by offset)."""
+    stored, trans_a = (a.T, True) if a.T.flags.c_contiguous and not a.flags.c_contiguous \
+        else (a, False)
+    blas = _blas_for(out, stored, w, b) if out.size * a.shape[1] >= SMALLEST_PRODUCT else None
     if blas is not None and out.shape == (a.shape[0], w.shape[0]) and a.shape[1] == w.shape[1]:
         np.copyto(out, b)
-        _gemm(blas, out, a, w, False, True, 1.0, 1.0)
+        _gemm(blas, out, stored, w, trans_a, True, 1.0, 1.0)
     else:
         np.matmul(a, w.T, out=out)
         out += b

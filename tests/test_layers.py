@@ -47,8 +47,9 @@ CONV = {"type": "conv", "filters": 3, "kernel": 3, "activation": "tanh"}
     {"kernel": [2, 3], "stride": [1, 2], "padding": [1, 0]},
     {"padding": "same", "stride": 2, "activation": "leaky_relu", "slope": 0.1},
 ])
-def test_conv_gradients_for_each_stride_and_padding(conv):
-    shape = (2, 7, 6)
+@pytest.mark.parametrize("channels", [1, 2])  # one channel: the columns kept by offset
+def test_conv_gradients_for_each_stride_and_padding(conv, channels):
+    shape = (channels, 7, 6)
     net = network(shape, [{**CONV, **conv}, {"type": "conv", "filters": 2, "kernel": 2,
                                              "activation": "elu"}])
     assert_gradients_check(net, shape)
@@ -115,14 +116,15 @@ def direct_convolution(x, kernels, bias, stride, pads):
     return out
 
 
-def test_conv_output_is_the_definition_with_the_files_kernel_layout():
-    shape = (3, 7, 8)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_conv_output_is_the_definition_with_the_files_kernel_layout(channels):
+    shape = (channels, 7, 8)
     net = network(shape, [{**CONV, "activation": "linear", "filters": 4, "kernel": [3, 2],
                            "stride": [2, 1], "padding": "same"}, {"type": "flatten"}])
     conv = net.layers[0]
     arrays = conv.arrays()
     kernels, bias = arrays["W0"].copy(), arrays["b0"]
-    assert kernels.shape == (4, 3, 3, 2)  # (filters, channels, kh, kw)
+    assert kernels.shape == (4, channels, 3, 2)  # (filters, channels, kh, kw)
     x = np.random.default_rng(0).uniform(-1, 1, (2,) + shape)
     net.layers[1].forward(conv.forward(net._as_input(x.reshape(2, -1)), False, None), False, None)
     expected = direct_convolution(x, kernels, bias, (2, 1), conv.pads)
@@ -166,6 +168,33 @@ def test_max_pool_keeps_the_largest_and_sends_the_gradient_to_it_alone():
     assert out[0, :, :, 0].tolist() == [[5.0, 0.0], [0.0, 2.0]]
     dx = pool.backward(np.ones((1, 2, 2, 1)), True, False)[0, :, :, 0]
     assert dx.sum() == 4 and dx[1, 0] == dx[3, 3] == dx[0, 2] == dx[2, 0] == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+       st.integers(0, 2 ** 31))
+def test_max_pool_is_its_definition_with_ties_to_the_leftmost_then_topmost(ph, pw, sh, sw, seed):
+    """Against one window at a time, on values drawn from {0, 1, 2} so that most windows tie:
+    each output is its window's maximum, and its gradient goes to the leftmost column that
+    holds the maximum, and in it to the topmost row; overlapping windows add up."""
+    rng = np.random.default_rng(seed)
+    pool = network((2, 7, 6), [{"type": "max_pool", "size": [ph, pw], "stride": [sh, sw],
+                                "crop": True}, {"type": "flatten"}]).layers[0]
+    x = rng.integers(0, 3, (3, 7, 6, 2)).astype(np.float64)
+    out = pool.forward(x, True, None).copy()
+    delta = rng.uniform(0.5, 1.5, out.shape)
+    dx = pool.backward(delta, True, False)
+    expected = np.zeros_like(x)
+    for p in range(out.shape[1]):
+        for q in range(out.shape[2]):
+            window = x[:, p * sh:p * sh + ph, q * sw:q * sw + pw]
+            assert np.array_equal(out[:, p, q], window.max(axis=(1, 2)))
+            for n in range(len(x)):
+                for c in range(x.shape[3]):
+                    at = window[n, :, :, c].T.argmax()  # column-major: leftmost, then topmost
+                    j, i = divmod(int(at), ph)
+                    expected[n, p * sh + i, q * sw + j, c] += delta[n, p, q, c]
+    assert np.allclose(dx, expected)
 
 
 def test_batch_norm_uses_running_statistics_at_inference():

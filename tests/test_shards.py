@@ -34,19 +34,19 @@ def forced(monkeypatch):
     parallel.set_workers(1)
 
 
-def batch(rows, seed=1, dtype=np.float64):
+def batch(rows, seed=1, dtype=np.float64, shape=SHAPE):
     rng = np.random.default_rng(seed)
     loss = get_loss("sparse_categorical_crossentropy")
-    x = rng.uniform(-1, 1, (rows, int(np.prod(SHAPE)))).astype(dtype)
+    x = rng.uniform(-1, 1, (rows, int(np.prod(shape)))).astype(dtype)
     return x, targets_for(loss, rng.integers(0, 10, rows), 10, dtype), loss
 
 
-@pytest.mark.parametrize("rows", [16, 17, 40])
-def test_shards_give_the_whole_batchs_loss_gradients_and_statistics(rows):
-    x, y, loss = batch(rows)
-    whole, cut = network(SHAPE, LAYERS), network(SHAPE, LAYERS)
-    value, output = alone(whole.backprop_steps(x, y, loss, True, None, 0.5, False))
-    expected = [p.grad.copy() for p in whole.params]
+@pytest.mark.parametrize("rows,shape", [(16, SHAPE), (17, SHAPE), (40, SHAPE), (17, (1, 8, 8))])
+def test_shards_give_the_whole_batchs_loss_gradients_and_statistics(rows, shape):
+    x, y, loss = batch(rows, shape=shape)
+    whole, cut = network(shape, LAYERS), network(shape, LAYERS)
+    value, output = alone(whole.backprop_steps(x, y, loss, True, None, 0.5, True))
+    expected = [p.gradient().copy() for p in whole.params]  # formed from its factors
     assert rows >= shards.SHARDS * shards.SMALLEST_SHARD
     cut_value, cut_output = cut.backprop(x, y, loss, grad_scale=0.5)
     assert cut._shards is not None, "the batch was not cut"

@@ -12,7 +12,10 @@ windows as the inputs:
 
     dL/dW = delta^T X        dL/db = sum over all windows of delta        dL/dX = delta W
 
-and dL/dx adds each entry of dL/dX back to the pixel it was copied from (col2im). In the
+and dL/dx adds each entry of dL/dX back to the pixel it was copied from (col2im). With one
+input channel (a first layer on grey images) X is kept transposed, offset by offset
+(`offset_columns`): X^T is then kh kw strided copies of the input, Z = (X^T)^T W^T is one
+product, and dL/dW = (X^T delta)^T. In the
 weights file a kernel is (filters, channels, kh, kw), the layout of PyTorch and Caffe; in
 memory W is the (filters, kh kw C) matrix the product wants.
 """
@@ -24,7 +27,7 @@ import numpy as np
 from nnctl.activations import Activation
 from nnctl.blas import affine, product
 from nnctl.layers.base import Activated, Array, Shape, activation_text
-from nnctl.layers.im2col import col2im, faster_route, im2col, staging_for
+from nnctl.layers.im2col import col2im, faster_route, im2col, offset_columns, staging_for
 from nnctl.parameter import Parameter
 
 Pair = tuple[int, int]
@@ -71,6 +74,7 @@ class Conv2D(Activated):
                              f"{height}x{width} with padding {padding}")
         super().__init__(index, input_shape, (filters, oh, ow))
         self._padded = any(self.pads[0] + self.pads[1])
+        self._by_offset = channels == 1  # the columns kept transposed (offset_columns)
         self.activation = activation
         self.params = [Parameter.of(f"W{index}", np.ascontiguousarray(w), True),
                        Parameter.of(f"b{index}", np.ascontiguousarray(b), False)]
@@ -82,8 +86,9 @@ class Conv2D(Activated):
         kh, kw = self.kernel
         dtype, rows = self.dtype, n * oh * ow
         padded = (n, height + top + bottom, width + left + right, channels)
+        cols = (kh, kw, n, oh, ow) if self._by_offset else (n, oh, ow, kh, kw, channels)
         return {"padded": np.zeros(padded if self._padded else (0,), dtype),
-                "cols": np.empty((n, oh, ow, kh, kw, channels), dtype),
+                "cols": np.empty(cols, dtype),
                 "z": np.empty((rows, filters), dtype), "a": np.empty((rows, filters), dtype),
                 "ones": np.ones(rows, dtype)}
 
@@ -95,10 +100,14 @@ class Conv2D(Activated):
             (top, _), (left, _) = self.pads
             _, height, width = self.input_shape
             padded[:, top:top + height, left:left + width] = x
-        if "route" not in ws:
-            ws["route"] = faster_route(padded, self.kernel, self.stride, ws["cols"])
-        im2col(padded, self.kernel, self.stride, ws["cols"], *ws["route"])
-        self.cols = ws["cols"].reshape(len(ws["z"]), -1)
+        if self._by_offset:
+            offset_columns(padded, self.kernel, self.stride, ws["cols"])
+            self.cols = ws["cols"].reshape(-1, len(ws["z"])).T
+        else:
+            if "route" not in ws:
+                ws["route"] = faster_route(padded, self.kernel, self.stride, ws["cols"])
+            im2col(padded, self.kernel, self.stride, ws["cols"], *ws["route"])
+            self.cols = ws["cols"].reshape(len(ws["z"]), -1)
         self.z = ws["z"]
         affine(self.z, self.cols, self.params[0].value, self.params[1].value)
         self._activate(ws)
@@ -112,15 +121,23 @@ class Conv2D(Activated):
             w.factors, b.factors = (dz, self.cols), (dz, ws["ones"])
         else:
             w.factors = b.factors = None
-            np.matmul(dz.T, self.cols, out=w.grad)
+            if self._by_offset:  # (X^T delta)^T: X^T is the array held, one product
+                if "grad_t" not in ws:
+                    ws["grad_t"] = np.empty(w.grad.shape[::-1], self.dtype)
+                np.matmul(self.cols.T, dz, out=ws["grad_t"])
+                np.copyto(w.grad, ws["grad_t"].T)
+            else:
+                np.matmul(dz.T, self.cols, out=w.grad)
             np.matmul(ws["ones"], dz, out=b.grad)
         if not need_input_grad:
             return None
         if "dcols" not in ws:
             channels, height, width = self.input_shape
-            ws["dcols"] = np.zeros_like(ws["cols"])  # zeros: staging_for times it
+            _, oh, ow = self.output_shape
+            ws["dcols"] = np.zeros((len(dz) // (oh * ow), oh, ow) + self.kernel + (channels,),
+                                   self.dtype)  # zeros: staging_for times it
             ws["dpadded"] = np.empty_like(ws["padded"])
-            ws["dx"] = np.empty((len(ws["cols"]), height, width, channels), self.dtype)
+            ws["dx"] = np.empty((len(ws["dcols"]), height, width, channels), self.dtype)
             ws["staging"] = staging_for(ws["dcols"], self.stride,
                                         ws["dpadded"] if self._padded else ws["dx"])
         dcols, dx = ws["dcols"], ws["dx"]

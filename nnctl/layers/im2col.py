@@ -12,6 +12,11 @@ channels those runs are short, and kh kw copies, one per kernel offset, can be f
 straight into the columns or into a staging array laid out by offset (runs of OW C values)
 followed by one transposing copy: `faster_route` times the three on the layer's shapes.
 
+With one channel the columns can also be kept transposed, one contiguous block per kernel
+offset (`offset_columns`): (kh kw, N OH OW), the windows' values offset by offset. Each
+block is then one strided copy of the input, and the product takes the block matrix
+transposed, so no copy transposes it.
+
 col2im is im2col's adjoint: every column entry is added back to the input pixel it came
 from. It runs as kh kw strided additions, one per kernel offset (i, j), each over the whole
 batch; windows overlap, so a pixel gathers from every window that holds it. With few
@@ -49,6 +54,18 @@ def im2col(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
         return
     windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
     np.copyto(cols, windows[:, :oh, :ow].transpose(0, 1, 2, 4, 5, 3))
+
+
+def offset_columns(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
+                   out: Array) -> None:
+    """Fill `out`, shaped (kh, kw, N, OH, OW), with the windows of a one-channel `padded`
+    (N, height, width, 1), transposed: out[i, j, n, p, q] = x_padded[n, s p + i, s q + j],
+    so out.reshape(kh kw, -1).T is im2col's columns."""
+    (kh, kw), (sh, sw) = kernel, stride
+    _, _, _, oh, ow = out.shape
+    for i in range(kh):
+        for j in range(kw):
+            out[i, j] = padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, 0]
 
 
 def _best_of_3(run) -> float:

@@ -1,15 +1,19 @@
 """Max and average pooling over ph x pw windows moved by a stride, channel by channel.
 
-Both run as ph pw strided operations over the whole batch, one per offset (i, j) in the
-window: the view x[:, i::s, j::s] holds, for every output pixel, the input at that offset.
-
-- max:  out = the largest of the ph pw views; the offset it came from (its argmax) is saved,
-        and backward sends each output's gradient to that one input pixel (the first
-        maximum of its window, on ties).
-- avg:  out = the mean of the views; backward spreads each gradient evenly over its window.
+- max:  out = the largest value of each window. A window's maximum is the maximum over its
+        columns of each column's maximum, so max pooling runs in two stages, each a few
+        strided operations over the whole batch: down the rows (ph views x[:, i::sh], whose
+        rows are contiguous runs of W C values), then across the columns (pw views
+        m[:, :, j::sw]). Each stage saves which of its views won (its argmax, as one boolean
+        mask per view), and backward sends each output's gradient back through both: to the
+        one input pixel that held the maximum (on ties, the leftmost, then the topmost).
+- avg:  out = the mean of the ph pw views x[:, i::sh, j::sw], one per offset (i, j) in the
+        window; backward spreads each gradient evenly over its window.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -33,10 +37,12 @@ class _Pool(Layer):
             raise ValueError(f"layer {index}: a {self.size} pool does not fit in {height}x{width}")
         super().__init__(index, input_shape, (channels, oh, ow))
         self._dtype = np.dtype(dtype)
-        self._overlaps = any(s < k for s, k in zip(self.stride, self.size))
-        self._cropped = ((oh - 1) * self.stride[0] + self.size[0] < height
-                         or (ow - 1) * self.stride[1] + self.size[1] < width
-                         or any(s > k for s, k in zip(self.stride, self.size)))
+        # per axis (rows, columns): window, stride, outputs, whether windows overlap, and
+        # whether some pixels are in no window (a stride past the window, or a crop)
+        self._axes = tuple((k, s, o, s < k, (o - 1) * s + k < n or s > k) for k, s, o, n in
+                           zip(self.size, self.stride, (oh, ow), (height, width)))
+        self._overlaps = any(axis[3] for axis in self._axes)
+        self._cropped = any(axis[4] for axis in self._axes)
 
     @property
     def dtype(self) -> np.dtype:
@@ -81,25 +87,63 @@ class _Pool(Layer):
 class MaxPool(_Pool):
     kind = "max_pool"
 
+    @staticmethod
+    def _along(x: Array, axis: int, window: int, stride: int, outputs: int, *_) -> list[Array]:
+        """The `window` strided views of x along `axis` (1 rows, 2 columns), one per offset
+        in the window."""
+        span = stride * (outputs - 1) + 1
+        return [x[:, i:i + span:stride] if axis == 1 else x[:, :, i:i + span:stride]
+                for i in range(window)]
+
+    def _between(self, n: int) -> tuple[int, int, int, int]:
+        """The shape after the rows stage: every column, the pooled rows."""
+        channels, oh, _ = self.output_shape
+        return n, oh, self.input_shape[2], channels
+
+    def _allocate(self, n: int) -> dict[str, Array]:
+        return super()._allocate(n) | {"rows": np.empty(self._between(n), self._dtype)}
+
+    def _training_arrays(self, ws: dict[str, Array]) -> None:
+        """The argmax masks and the gradient between the stages, made at the first
+        training pass: inference needs neither."""
+        if "row_masks" not in ws:
+            between, out = ws["rows"].shape, ws["out"].shape
+            (ph, pw) = self.size
+            ws |= {"row_masks": np.empty((ph,) + between, bool),
+                   "row_taken": np.empty(between, bool),
+                   "col_masks": np.empty((pw,) + out, bool), "col_taken": np.empty(out, bool),
+                   "drows": np.empty(between, self._dtype)}
+
+    def floats_per_sample(self) -> int:
+        return super().floats_per_sample() + math.prod(self._between(1))
+
     def forward(self, x: Array, training: bool, rng: np.random.Generator | None) -> Array:
         ws = self._start(x)
-        out = ws["out"]
-        views = [view for _, view in self._views(x)]
-        np.copyto(out, views[0])
-        for view in views[1:]:
-            np.maximum(out, view, out=out)
+        rows, cols = self._axes
+        stages = ((self._along(x, 1, *rows), ws["rows"], "row"),
+                  (self._along(ws["rows"], 2, *cols), ws["out"], "col"))
         if training:
-            self._argmax(ws, views, out)
-        return out
+            self._training_arrays(ws)
+        for views, out, name in stages:
+            if len(views) == 1:
+                np.copyto(out, views[0])
+            else:
+                np.maximum(views[0], views[1], out=out)
+            for view in views[2:]:
+                np.maximum(out, view, out=out)
+            if training:
+                self._argmax(views, out, ws[f"{name}_masks"], ws[f"{name}_taken"])
+        return ws["out"]
 
-    def _argmax(self, ws: dict[str, Array], views: list[Array], out: Array) -> None:
-        """One boolean mask per offset, true where that offset holds the window's maximum
-        (the first one, on ties): the argmax as masks, which bool operations fill 7x
-        faster than an index array."""
-        if "masks" not in ws:
-            ws["masks"] = np.empty((len(views),) + out.shape, bool)
-            ws["taken"] = np.empty(out.shape, bool)
-        masks, taken = ws["masks"], ws["taken"]
+    @staticmethod
+    def _argmax(views: list[Array], out: Array, masks: Array, taken: Array) -> None:
+        """One boolean mask per view, true where that view holds the maximum (the first
+        one, on ties): the argmax as masks, which bool operations fill 7x faster than an
+        index array. Two views (a window 2 wide, the common case) need one comparison."""
+        if len(views) == 2:
+            np.greater(views[1], views[0], out=masks[1])
+            np.logical_not(masks[1], out=masks[0])
+            return
         np.equal(views[0], out, out=masks[0])
         np.copyto(taken, masks[0])
         for mask, view in zip(masks[1:], views[1:]):
@@ -110,11 +154,20 @@ class MaxPool(_Pool):
     def backward(self, delta: Array, need_input_grad: bool, factored: bool) -> Array | None:
         if not need_input_grad:
             return None
-        dx, masks = self._ws["dx"], self._ws["masks"]
-        delta = delta.reshape(masks.shape[1:])
-        self._spread(dx, [delta * mask for mask in masks] if self._overlaps else
-                     [(np.multiply, delta, mask) for mask in masks])
-        return dx
+        ws = self._ws
+        delta = delta.reshape(ws["out"].shape)
+        rows, cols = self._axes
+        for grad, target, axis, stage, masks in ((delta, ws["drows"], 2, cols, ws["col_masks"]),
+                                                 (ws["drows"], ws["dx"], 1, rows, ws["row_masks"])):
+            *_, overlap, gaps = stage
+            if overlap or gaps:
+                target.fill(0)
+            for view, mask in zip(self._along(target, axis, *stage), masks):
+                if overlap:
+                    view += grad * mask
+                else:
+                    np.multiply(grad, mask, out=view)
+        return ws["dx"]
 
 
 class AvgPool(_Pool):
