@@ -413,6 +413,8 @@ def main() -> None:
                         help="digits per condition (default 500; 6 with --quick)")
     parser.add_argument("--rows", type=int, default=None,
                         help="rows per length 2-6 (default 200; 4 with --quick)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=ROW_LENGTHS,
+                        choices=ROW_LENGTHS, help="row lengths to run (default: 2 to 6)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--weights", type=Path, help="the model (default: configs/mnist.yaml's)")
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -445,7 +447,7 @@ def main() -> None:
             results["conditions"].append(row)
             print(f"{condition:<20}{row['n']:>6}{100 * row['accuracy']:>9.2f}%"
                   f"{100 * row['accuracy'] / clean:>9.1f}%{row['no_ink']:>8}", flush=True)
-        for length in ROW_LENGTHS if rows else ():
+        for length in args.lengths if rows else ():
             row = run_rows(checkpoint, length, rows, mnist.test_images, mnist.test_labels,
                            np.random.default_rng([SEED, 100 + length]), Path(folder))
             if row is None:

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 from nnctl.config import validate
 from nnctl.experiment import build_network
 from nnctl.gradcheck import check_gradients
+from nnctl.layers import pool as pool_module
 from nnctl.layers.im2col import col2im, im2col
 from nnctl.losses import get_loss
 from nnctl.trainer import targets_for
@@ -62,7 +63,9 @@ def test_conv_gradients_for_each_stride_and_padding(conv, channels):
     {"type": "avg_pool", "size": 2},
     {"type": "avg_pool", "size": 3, "stride": 2, "crop": True},
 ])
-def test_pool_gradients(pool):
+@pytest.mark.parametrize("staged", [True, False])
+def test_pool_gradients(pool, staged, monkeypatch):
+    monkeypatch.setattr(pool_module, "STAGED_BELOW", 1000 if staged else 0)
     shape = (2, 8, 8)
     conv = {**CONV, "padding": "same"}
     net = network(shape, [conv, pool, {"type": "flatten"}, {"units": 5, "activation": "sigmoid"}])
@@ -170,17 +173,21 @@ def test_max_pool_keeps_the_largest_and_sends_the_gradient_to_it_alone():
     assert dx.sum() == 4 and dx[1, 0] == dx[3, 3] == dx[0, 2] == dx[2, 0] == 1
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
-       st.integers(0, 2 ** 31))
-def test_max_pool_is_its_definition_with_ties_to_the_leftmost_then_topmost(ph, pw, sh, sw, seed):
-    """Against one window at a time, on values drawn from {0, 1, 2} so that most windows tie:
-    each output is its window's maximum, and its gradient goes to the leftmost column that
-    holds the maximum, and in it to the topmost row; overlapping windows add up."""
+       st.sampled_from([2, pool_module.STAGED_BELOW]), st.integers(0, 2 ** 31))
+def test_max_pool_is_its_definition_with_ties_to_the_leftmost_then_topmost(ph, pw, sh, sw,
+                                                                          channels, seed):
+    """Against one window at a time, on values drawn from {0, 1, 2} so that most windows tie,
+    in two stages (few channels) and by window offsets (many): each output is its window's
+    maximum, and its gradient goes to the leftmost column that holds the maximum, and in it
+    to the topmost row; overlapping windows add up."""
     rng = np.random.default_rng(seed)
-    pool = network((2, 7, 6), [{"type": "max_pool", "size": [ph, pw], "stride": [sh, sw],
-                                "crop": True}, {"type": "flatten"}]).layers[0]
-    x = rng.integers(0, 3, (3, 7, 6, 2)).astype(np.float64)
+    pool = network((channels, 7, 6), [{"type": "max_pool", "size": [ph, pw],
+                                       "stride": [sh, sw], "crop": True},
+                                      {"type": "flatten"}]).layers[0]
+    assert pool._staged == (channels < pool_module.STAGED_BELOW)
+    x = rng.integers(0, 3, (3, 7, 6, channels)).astype(np.float64)
     out = pool.forward(x, True, None).copy()
     delta = rng.uniform(0.5, 1.5, out.shape)
     dx = pool.backward(delta, True, False)
