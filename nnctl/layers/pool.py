@@ -6,9 +6,9 @@
         window's maximum is taken as the maximum over its columns of each column's maximum,
         in two stages: down the rows (ph views x[:, i::sh], whose rows are contiguous runs
         of W C values), then across the columns (pw views m[:, :, j::sw]), each saving which
-        of its views won. The per-offset views, whose contiguous runs are C values long, are
-        slower there, but they move less memory than the two stages, so with more channels
-        max pooling runs over the ph pw views x[:, i::sh, j::sw] as average pooling does.
+        of its views won. With more channels it runs over the ph pw views x[:, i::sh,
+        j::sw], one per offset, as average pooling does: their contiguous runs are only C
+        values long, slow with few channels, but they move less memory than two stages.
 - avg:  out = the mean of the ph pw views x[:, i::sh, j::sw], one per offset (i, j) in the
         window; backward spreads each gradient evenly over its window.
 """
@@ -22,9 +22,9 @@ import numpy as np
 from nnctl.layers.base import Array, Layer, Shape
 
 Pair = tuple[int, int]
-# Channels under which max pooling runs in two stages: 2x2 pools of LeNet-5's 6 and 16
-# channels ran 30% and 15% faster so, of Keras's mnist_convnet's 32 7% slower (one core,
-# a batch of 32, forward and backward).
+# Channels under which max pooling runs in two stages. Two stages made 2x2 pools of
+# LeNet-5's 6 and 16 channels 30% and 15% faster, and of Keras's mnist_convnet's 32
+# channels 7% slower (one core, a batch of 32, forward and backward).
 STAGED_BELOW = 32
 
 
