@@ -1,8 +1,10 @@
 """Max and average pooling over ph x pw windows moved by a stride, channel by channel.
 
 - max:  out = the largest value of each window; backward sends each output's gradient to
-        the one input pixel that held it (on ties, the leftmost, then the topmost), through
-        argmax masks saved by the forward pass. With fewer than STAGED_BELOW channels a
+        the one input pixel that held it, through argmax masks saved by the forward pass.
+        On ties, the first maximum each route meets: the topmost, then the leftmost, by
+        window offsets; the leftmost, then the topmost, in two stages. With fewer than
+        STAGED_BELOW channels a
         window's maximum is taken as the maximum over its columns of each column's maximum,
         in two stages: down the rows (ph views x[:, i::sh], whose rows are contiguous runs
         of W C values), then across the columns (pw views m[:, :, j::sw]), each saving which
@@ -114,11 +116,9 @@ class MaxPool(_Pool):
         return self.input_shape[0] < STAGED_BELOW
 
     def _offsets(self, x: Array) -> list[Array]:
-        """The ph pw views of x, one per window offset, column by column, so that the first
-        maximum found is the leftmost, then the topmost, as with the two stages."""
-        views = dict(self._views(x))
-        ph, pw = self.size
-        return [views[i * pw + j] for j in range(pw) for i in range(ph)]
+        """The ph pw views of x, one per window offset, row by row: the first maximum found
+        is the topmost, then the leftmost."""
+        return [view for _, view in self._views(x)]
 
     def _allocate(self, n: int) -> dict[str, Array]:
         if not self._staged:
