@@ -2,15 +2,15 @@
 
 - max:  out = the largest value of each window; backward sends each output's gradient to
         the one input pixel that held it, through argmax masks saved by the forward pass.
-        On ties, the first maximum each route meets: the topmost, then the leftmost, by
-        window offsets; the leftmost, then the topmost, in two stages. With fewer than
-        STAGED_BELOW channels a
-        window's maximum is taken as the maximum over its columns of each column's maximum,
-        in two stages: down the rows (ph views x[:, i::sh], whose rows are contiguous runs
-        of W C values), then across the columns (pw views m[:, :, j::sw]), each saving which
-        of its views won. With more channels it runs over the ph pw views x[:, i::sh,
-        j::sw], one per offset, as average pooling does: their contiguous runs are only C
-        values long, slow with few channels, but they move less memory than two stages.
+        With STAGED_BELOW channels or more it runs over the ph pw views x[:, i::sh, j::sw],
+        one per offset in the window (on ties, the topmost, then the leftmost maximum
+        wins). Their contiguous runs are only C values long, slow with few channels, so
+        with fewer a window's maximum is taken as the maximum over its columns of each
+        column's maximum, in two stages: down the rows (ph views x[:, i::sh], whose rows
+        are contiguous runs of W C values), then across the columns (pw views
+        m[:, :, j::sw]), each saving which of its views won (on ties, the leftmost, then
+        the topmost maximum wins). The two stages move more memory, so with many channels
+        they are the slower.
 - avg:  out = the mean of the ph pw views x[:, i::sh, j::sw], one per offset (i, j) in the
         window; backward spreads each gradient evenly over its window.
 """
@@ -70,16 +70,13 @@ class _Pool(Layer):
         return {"out": np.empty((n, oh, ow, channels), self._dtype),
                 "dx": np.empty((n, height, width, channels), self._dtype)}
 
-    def _spread(self, dx: Array, parts: list, views: list[Array] | None = None) -> None:
-        """dx <- each offset's part of the gradient put back at that offset's pixels (the
-        `views` of dx, else those of `_views`). Parts are (ufunc, a, b) to write in place
-        when windows do not overlap (every pixel is written once), arrays to add when they
-        do."""
+    def _spread(self, dx: Array, parts: list) -> None:
+        """dx <- each offset's part of the gradient put back at that offset's pixels. Parts
+        are (ufunc, a, b) to write in place when windows do not overlap (every pixel is
+        written once), arrays to add when they do."""
         if self._overlaps or self._cropped:
             dx.fill(0)
-        if views is None:
-            views = [view for _, view in self._views(dx)]
-        for view, part in zip(views, parts):
+        for (_, view), part in zip(self._views(dx), parts):
             if self._overlaps:
                 view += part
             else:
@@ -115,11 +112,6 @@ class MaxPool(_Pool):
     def _staged(self) -> bool:
         return self.input_shape[0] < STAGED_BELOW
 
-    def _offsets(self, x: Array) -> list[Array]:
-        """The ph pw views of x, one per window offset, row by row: the first maximum found
-        is the topmost, then the leftmost."""
-        return [view for _, view in self._views(x)]
-
     def _allocate(self, n: int) -> dict[str, Array]:
         if not self._staged:
             return super()._allocate(n)
@@ -154,7 +146,7 @@ class MaxPool(_Pool):
             stages = ((self._along(x, 1, *rows), ws["rows"], "row_"),
                       (self._along(ws["rows"], 2, *cols), ws["out"], "col_"))
         else:
-            stages = ((self._offsets(x), ws["out"], ""),)
+            stages = (([view for _, view in self._views(x)], ws["out"], ""),)
         for views, out, name in stages:
             if len(views) == 1:
                 np.copyto(out, views[0])
@@ -189,8 +181,7 @@ class MaxPool(_Pool):
         delta = delta.reshape(ws["out"].shape)
         if not self._staged:
             self._spread(ws["dx"], [delta * mask for mask in ws["masks"]] if self._overlaps
-                         else [(np.multiply, delta, mask) for mask in ws["masks"]],
-                         self._offsets(ws["dx"]))
+                         else [(np.multiply, delta, mask) for mask in ws["masks"]])
             return ws["dx"]
         rows, cols = self._axes
         for grad, target, axis, stage, masks in ((delta, ws["drows"], 2, cols, ws["col_masks"]),
