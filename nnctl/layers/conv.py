@@ -27,7 +27,7 @@ import numpy as np
 from nnctl.activations import Activation
 from nnctl.blas import affine, product
 from nnctl.layers.base import Activated, Array, Shape, activation_text
-from nnctl.layers.im2col import col2im, faster_route, im2col, offset_columns, staging_for
+from nnctl.layers.im2col import col2im, im2col, offset_columns, staging_for
 from nnctl.parameter import Parameter
 
 Pair = tuple[int, int]
@@ -104,9 +104,7 @@ class Conv2D(Activated):
             offset_columns(padded, self.kernel, self.stride, ws["cols"])
             self.cols = ws["cols"].reshape(-1, len(ws["z"])).T
         else:
-            if "route" not in ws:
-                ws["route"] = faster_route(padded, self.kernel, self.stride, ws["cols"])
-            im2col(padded, self.kernel, self.stride, ws["cols"], *ws["route"])
+            im2col(padded, self.kernel, self.stride, ws["cols"])
             self.cols = ws["cols"].reshape(len(ws["z"]), -1)
         self.z = ws["z"]
         affine(self.z, self.cols, self.params[0].value, self.params[1].value)

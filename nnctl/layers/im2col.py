@@ -7,15 +7,14 @@ channels) order:
 
 so a convolution is one matrix product over the whole batch, (N OH OW, kh kw C) times
 (kh kw C, filters). The copy is one call over a strided view (sliding_window_view), and
-with channels last each window row is a contiguous run of kw C values. With one or two
-channels those runs are short, and kh kw copies, one per kernel offset, can be faster,
-straight into the columns or into a staging array laid out by offset (runs of OW C values)
-followed by one transposing copy: `faster_route` times the three on the layer's shapes.
+with channels last each window row is a contiguous run of kw C values.
 
-With one channel the columns can also be kept transposed, one contiguous block per kernel
-offset (`offset_columns`): (kh kw, N OH OW), the windows' values offset by offset. Each
-block is then one strided copy of the input, and the product takes the block matrix
-transposed, so no copy transposes it.
+With one channel those runs are short, so the columns are kept transposed instead, one
+contiguous block per kernel offset (`offset_columns`): (kh kw, N OH OW), the windows' values
+offset by offset. Each block is one strided copy of the input, and the product takes the
+block matrix transposed, so no copy transposes it. (Copies per kernel offset into the
+columns, directly or through a staging array, were faster than the one view only with one
+channel, and slower than the transposed blocks there.)
 
 col2im is im2col's adjoint: every column entry is added back to the input pixel it came
 from. It runs as kh kw strided additions, one per kernel offset (i, j), each over the whole
@@ -36,22 +35,11 @@ Array = np.ndarray
 
 
 def im2col(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
-           cols: Array, by_offset: bool = False, staging: Array | None = None) -> None:
-    """Fill `cols`, shaped (N, OH, OW, kh, kw, C), with the windows of `padded`: in one
-    copy from a sliding-window view, or `by_offset`, in kh kw strided copies, one per
-    kernel offset (faster with one or two channels, where the view's inner runs are
-    short), or through `staging`, shaped (N, kh, kw, OH, OW, C): one copy per offset into
-    runs of OW C values, then one transposing copy (faster still with one channel)."""
+           cols: Array) -> None:
+    """Fill `cols`, shaped (N, OH, OW, kh, kw, C), with the windows of `padded`, in one copy
+    from a sliding-window view."""
     (kh, kw), (sh, sw) = kernel, stride
     _, oh, ow = cols.shape[:3]
-    if by_offset or staging is not None:
-        for i in range(kh):
-            for j in range(kw):
-                out = cols[:, :, :, i, j] if staging is None else staging[:, i, j]
-                out[...] = padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-        if staging is not None:
-            np.copyto(cols, staging.transpose(0, 3, 4, 1, 2, 5))
-        return
     windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
     np.copyto(cols, windows[:, :oh, :ow].transpose(0, 1, 2, 4, 5, 3))
 
@@ -75,18 +63,6 @@ def _best_of_3(run) -> float:
         run()
         times.append(time.perf_counter() - started)
     return min(times)
-
-
-def faster_route(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
-                 cols: Array) -> tuple[bool, Array | None]:
-    """im2col's fastest route for these shapes, as its (by_offset, staging) arguments,
-    timed here (best of 3 each): which wins depends on the channels, the kernel and the
-    caches."""
-    n, oh, ow, kh, kw, channels = cols.shape
-    staging = np.empty((n, kh, kw, oh, ow, channels), cols.dtype)
-    routes = [(False, None), (True, None), (False, staging)]
-    times = [_best_of_3(lambda: im2col(padded, kernel, stride, cols, *route)) for route in routes]
-    return routes[int(np.argmin(times))]
 
 
 def col2im(cols: Array, stride: tuple[int, int], padded: Array, staging: Array | None = None
