@@ -19,11 +19,12 @@ are timed, and run on the caller alone while that has lately been faster (_Choos
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
 import time
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterator
 
 WINDOW = 16  # calls per timed window
 GAP_FIRST = 4  # windows in the starting mode (shared) before the first try of the other
@@ -204,6 +205,39 @@ def shared_share() -> float | None:
     mine = [c for (helpers, _), c in _choosers.items() if helpers == workers() - 1]
     total = sum(c.counts[0] + c.counts[1] for c in mine)
     return sum(c.counts[1] for c in mine) / total if total else None
+
+
+def chooser(key: Hashable) -> _Chooser | None:
+    """The timing that decides between shared and solo for calls of kind `key`, for work
+    shared by other means than these helpers (nnctl/shardworker.py); None with one thread,
+    or with adaptation off (then share every call)."""
+    pool = _pool
+    if pool is None or not _adaptive:
+        return None
+    found = _choosers.get((pool.count, key))
+    if found is None:
+        found = _choosers[pool.count, key] = _Chooser()
+    return found
+
+
+@contextlib.contextmanager
+def on_this_thread() -> Iterator[None]:
+    """Within the block, run() does every block on the calling thread, as inside a block
+    of a shared job: for work that has the other cores busy by other means."""
+    before = getattr(_inside, "active", False)
+    _inside.active = True
+    try:
+        yield
+    finally:
+        _inside.active = before
+
+
+def forget_helpers() -> None:
+    """In a child process just forked: the helper threads were not copied, so run() does
+    every block on the calling thread from now on."""
+    global _pool
+    _pool = None
+    _choosers.clear()
 
 
 def run(work: Callable[[int], None], count: int, key: Hashable = None) -> None:
