@@ -24,6 +24,7 @@ from nnctl.initializers import default_for, init_weights
 from nnctl.layers.base import Activated, Layer, Shape, Steps, alone
 from nnctl.layers.dense import Dense
 from nnctl.layers.dropout import Dropout
+from nnctl.layers.pool import MaxPool
 from nnctl.losses import Loss
 from nnctl.parameter import Parameter
 from nnctl.shards import SHARDS, SMALLEST_SHARD, Shards
@@ -60,6 +61,9 @@ class Network:
             shape = layer.output_shape
         if not isinstance(self.layers[-1], Activated) or len(shape) != 1:
             raise ValueError("the output layer must be a dense layer")
+        for below, layer in zip(self.layers, self.layers[1:]):  # a relu then a max pool
+            if isinstance(layer, MaxPool) and isinstance(below, Activated):
+                below.max_pool_after, layer.below = True, below
         self.params: list[Parameter] = [p for layer in self.layers for p in layer.params]
         # a layer's input gradient is wanted only when some layer below has parameters
         self._wants_input_grad = [any(l.params for l in self.layers[:i])

@@ -206,6 +206,46 @@ def test_max_pool_is_its_definition_with_ties_to_the_first_maximum_met(ph, pw, s
     assert np.allclose(dx, expected)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([2, pool_module.STAGED_BELOW]),
+       st.sampled_from([{"size": 2, "crop": True}, {"size": 3, "stride": 2, "crop": True},
+                        {"size": 2, "stride": 1}]),
+       st.booleans(), st.integers(0, 2 ** 31))
+def test_a_relu_left_to_the_max_pool_gives_the_same_bits(filters, pool, norm, seed):
+    """Applied by the pool to its outputs, a relu gives the outputs and every gradient of
+    the relu applied before the pool, to the bit: on small whole numbers, so that windows
+    tie and many hold no positive value, with batch norm in between or not."""
+    layers = [{"type": "conv", "filters": filters, "kernel": 2,
+               "activation": "linear" if norm else "relu"}]
+    if norm:
+        layers.append({"type": "batch_norm", "activation": "relu"})
+    layers += [{"type": "max_pool", **pool}, {"type": "flatten"}]
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (4, 2 * 7 * 7)).astype(np.float32)
+    y = rng.integers(0, 10, 4)
+    runs = []
+    for paired in (True, False):
+        net = network((2, 7, 7), layers, dtype="float32")
+        for p in net.params:
+            if p.decays:  # whole-number weights: equal sums, ties and zeros survive
+                p.value[...] = rng.integers(-1, 2, p.value.shape) if paired else runs[0][0][p.name]
+        relu_layer = net.layers[len(layers) - 3]
+        assert relu_layer.relu_deferred
+        if not paired:
+            relu_layer.max_pool_after = False
+            assert not net.layers[len(layers) - 2].applies_relu
+        loss = get_loss("sparse_categorical_crossentropy")
+        value, output = net.backprop(x[:3], y[:3], loss)
+        weights = {p.name: p.value.copy() for p in net.params}
+        runs.append((weights, value, output.copy(), [p.gradient().copy() for p in net.params],
+                     net.forward(x).copy()))
+    (_, *paired), (_, *apart) = runs
+    assert paired[0] == apart[0]
+    for a, b in zip(paired[1:], apart[1:]):
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            assert np.array_equal(u, v)
+
+
 def test_batch_norm_uses_running_statistics_at_inference():
     net = network((4,), [{"type": "batch_norm", "momentum": 0.0}], dtype="float32")
     norm = net.layers[0]

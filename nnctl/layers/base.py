@@ -112,19 +112,32 @@ class Activated(Layer):
     z: Array
     a: Array
     _ws: dict[str, Array]  # the workspace of the last forward pass
+    max_pool_after = False  # set by Network: the next layer is a max pool
+
+    @property
+    def relu_deferred(self) -> bool:
+        """Whether this layer's relu is left to the max pool after it, which applies it to
+        its outputs, a quarter as many for 2x2 windows: max(relu(z)) = relu(max(z)), and
+        each window's gradient goes to the same pixel either way (pool.py)."""
+        return self.max_pool_after and self.activation.name == "relu"
 
     def _activate(self, ws: dict[str, Array]) -> None:
-        """a = f(z) into the workspace's a; for the linear activation, a is z."""
-        if self.activation.name == "linear":
+        """a = f(z) into the workspace's a; for the linear activation, or a relu left to
+        the next layer, a is z."""
+        if self.activation.name == "linear" or self.relu_deferred:
             self.a = self.z
             return
         self.a = ws["a"]
         self.activation.forward(self.z, self.a)
 
+    def _activation_backward(self, dz: Array) -> None:
+        """dL/da into dL/dz in place (f' of the activation this layer applied)."""
+        if not self.relu_deferred:
+            self.activation.backward(self.z, self.a, dz)
+
     def backward(self, delta: Array, need_input_grad: bool, factored: bool) -> Array | None:
-        z, a = self.z, self.a
-        dz = delta.reshape(z.shape)
-        self.activation.backward(z, a, dz)
+        dz = delta.reshape(self.z.shape)
+        self._activation_backward(dz)
         return self.backward_z(dz, need_input_grad, factored)
 
     def backward_z(self, dz: Array, need_input_grad: bool, factored: bool) -> Array | None:

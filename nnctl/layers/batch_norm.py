@@ -100,7 +100,7 @@ class BatchNorm(Activated):
 
     def backward_steps(self, delta: Array, need_input_grad: bool) -> Steps:
         dz = delta.reshape(self.z.shape)
-        self.activation.backward(self.z, self.a, dz)
+        self._activation_backward(dz)
         return (yield from self.backward_z_steps(dz, need_input_grad))
 
     def backward_z_steps(self, dz: Array, need_input_grad: bool) -> Steps:

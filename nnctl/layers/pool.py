@@ -11,6 +11,12 @@
         m[:, :, j::sw]), each saving which of its views won (on ties, the leftmost, then
         the topmost maximum wins). The two stages move more memory, so with many channels
         they are the slower.
+        When the layer before has a relu, that layer passes z on and the pool applies the
+        relu to its outputs and relu' to their gradients (Network pairs them): relu and max
+        commute, the pool has a quarter as many values for 2x2 windows, and the gradient is
+        the same to the bit. A window whose maximum is at most 0 gets no gradient either
+        way; otherwise its maximum is positive, and the same pixel holds it in z as in
+        relu(z).
 - avg:  out = the mean of the ph pw views x[:, i::sh, j::sw], one per offset (i, j) in the
         window; backward spreads each gradient evenly over its window.
 """
@@ -94,6 +100,12 @@ class _Pool(Layer):
 
 class MaxPool(_Pool):
     kind = "max_pool"
+    below: Layer | None = None  # set by Network: the layer before, whose relu this may apply
+
+    @property
+    def applies_relu(self) -> bool:
+        """Whether the layer before left its relu to this pool (base.Activated)."""
+        return self.below is not None and self.below.relu_deferred
 
     @staticmethod
     def _along(x: Array, axis: int, window: int, stride: int, outputs: int, *_) -> list[Array]:
@@ -156,6 +168,8 @@ class MaxPool(_Pool):
                 np.maximum(out, view, out=out)
             if training:
                 self._argmax(views, out, ws[f"{name}masks"], ws[f"{name}taken"])
+        if self.applies_relu:
+            np.maximum(ws["out"], 0.0, out=ws["out"])
         return ws["out"]
 
     @staticmethod
@@ -179,6 +193,8 @@ class MaxPool(_Pool):
             return None
         ws = self._ws
         delta = delta.reshape(ws["out"].shape)
+        if self.applies_relu:  # relu' of the pooled value: its window's maximum of z
+            np.multiply(delta, ws["out"] > 0.0, out=delta)
         if not self._staged:
             self._spread(ws["dx"], [delta * mask for mask in ws["masks"]] if self._overlaps
                          else [(np.multiply, delta, mask) for mask in ws["masks"]])
