@@ -202,12 +202,18 @@ def add_product(out: Array, left: Array, right: Array, alpha: float, beta: float
         out += product
 
 
+def _stored(a: Array) -> tuple[Array, bool]:
+    """(the C-ordered array behind `a`, whether `a` is its transpose)."""
+    if not a.flags.c_contiguous and a.T.flags.c_contiguous:
+        return a.T, True
+    return a, False
+
+
 def affine(out: Array, a: Array, w: Array, b: Array) -> None:
     """out <- a w^T + b, a dense layer's z for the rows of a: b is copied in and the
     product added by GEMM's beta, which spares the product's zeroing and a pass. `a` may
     be the transpose of a C-ordered array (a conv layer's columns kept by offset)."""
-    stored, trans_a = (a.T, True) if a.T.flags.c_contiguous and not a.flags.c_contiguous \
-        else (a, False)
+    stored, trans_a = _stored(a)
     blas = _blas_for(out, stored, w, b) if out.size * a.shape[1] >= SMALLEST_PRODUCT else None
     if blas is not None and out.shape == (a.shape[0], w.shape[0]) and a.shape[1] == w.shape[1]:
         np.copyto(out, b)
@@ -219,10 +225,13 @@ def affine(out: Array, a: Array, w: Array, b: Array) -> None:
 
 def product(out: Array, a: Array, b: Array) -> None:
     """out <- a b, for a (m, k), b (k, n), out (m, n): backprop's delta_l W_l, cut into
-    blocks and run on nnctl's threads like the other large products."""
-    blas = _blas_for(out, a, b) if out.size * a.shape[1] >= SMALLEST_PRODUCT else None
+    blocks and run on nnctl's threads like the other large products. `a` and `b` may be
+    transposes of C-ordered arrays."""
+    (stored_a, trans_a), (stored_b, trans_b) = _stored(a), _stored(b)
+    blas = (_blas_for(out, stored_a, stored_b) if out.size * a.shape[1] >= SMALLEST_PRODUCT
+            else None)
     if blas is not None and out.shape == (a.shape[0], b.shape[1]) and a.shape[1] == b.shape[0]:
-        _gemm(blas, out, a, b, False, False, 1.0, 0.0)
+        _gemm(blas, out, stored_a, stored_b, trans_a, trans_b, 1.0, 0.0)
     else:
         np.matmul(a, b, out=out)
 

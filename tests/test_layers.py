@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from nnctl.config import validate
 from nnctl.experiment import build_network
 from nnctl.gradcheck import check_gradients
-from nnctl.layers import pool as pool_module
+from nnctl.layers import conv as conv_module, pool as pool_module
 from nnctl.layers.im2col import col2im, im2col, offset_columns
 from nnctl.losses import get_loss
 from nnctl.trainer import targets_for
@@ -49,11 +49,35 @@ CONV = {"type": "conv", "filters": 3, "kernel": 3, "activation": "tanh"}
     {"padding": "same", "stride": 2, "activation": "leaky_relu", "slope": 0.1},
 ])
 @pytest.mark.parametrize("channels", [1, 2])  # one channel: the columns kept by offset
-def test_conv_gradients_for_each_stride_and_padding(conv, channels):
+@pytest.mark.parametrize("by_rows", [True, False])  # the second layer's dL/dx
+def test_conv_gradients_for_each_stride_and_padding(conv, channels, by_rows, monkeypatch):
+    monkeypatch.setattr(conv_module, "ROWS_UP_TO", 16 if by_rows else 0)
     shape = (channels, 7, 6)
     net = network(shape, [{**CONV, **conv}, {"type": "conv", "filters": 2, "kernel": 2,
-                                             "activation": "elu"}])
+                                             "padding": "same", "activation": "elu"}])
+    assert net.layers[1]._by_rows == by_rows
     assert_gradients_check(net, shape)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.sampled_from(["valid", "same", 1]),
+       st.integers(1, 5), st.integers(0, 2 ** 31))
+def test_the_input_gradient_by_rows_is_col2ims_to_the_bit(kh, kw, padding, channels, seed):
+    """dL/dx formed by rows of a wide grid adds the same products in the same order as the
+    product with W followed by col2im."""
+    rng = np.random.default_rng(seed)
+    shape = (channels, 7, 6)
+    raw = {"type": "conv", "filters": 3, "kernel": [kh, kw], "padding": padding,
+           "activation": "relu"}
+    conv = network(shape, [raw, {"type": "flatten"}], dtype="float32").layers[0]
+    assert conv._by_rows
+    x = rng.standard_normal((5, 7, 6, channels)).astype(np.float32)
+    conv.forward(x, True, None)
+    dz = rng.standard_normal(conv.z.shape).astype(np.float32)
+    by_rows = conv.backward_z(dz, True, False).copy()
+    conv._by_rows = False
+    by_col2im = conv.backward_z(dz, True, False)
+    assert np.array_equal(by_rows, by_col2im)
 
 
 @pytest.mark.parametrize("pool", [

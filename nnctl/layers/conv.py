@@ -12,7 +12,8 @@ windows as the inputs:
 
     dL/dW = delta^T X        dL/db = sum over all windows of delta        dL/dX = delta W
 
-and dL/dx adds each entry of dL/dX back to the pixel it was copied from (col2im). With one
+and dL/dx adds each entry of dL/dX back to the pixel it was copied from (col2im); with
+stride 1 and few channels, by rows of a wider product instead (_input_grad_by_rows). With one
 input channel (a first layer on grey images) X is kept transposed, offset by offset
 (`offset_columns`): X^T is then kh kw strided copies of the input, Z = (X^T)^T W^T is one
 product, and dL/dW = (X^T delta)^T. In the
@@ -31,6 +32,11 @@ from nnctl.layers.im2col import col2im, im2col, offset_columns, staging_for
 from nnctl.parameter import Parameter
 
 Pair = tuple[int, int]
+# Input channels up to which a stride-1 layer forms dL/dx by rows (_input_grad_by_rows):
+# for a batch of 32, LeNet-5's second layer (6 channels, 5x5) took 0.63 ms against 0.92 ms,
+# 3 channels 1.9 ms against 3.8 ms, 16 channels 0.98 ms against 1.07 ms; 24 channels 2.6 ms
+# against 2.0 ms, 32 the same (one core, best of 5 timings of 200 calls).
+ROWS_UP_TO = 16
 
 
 def padding_for(size: Pair, kernel: Pair, stride: Pair, padding: str | int | Pair
@@ -75,6 +81,7 @@ class Conv2D(Activated):
         super().__init__(index, input_shape, (filters, oh, ow))
         self._padded = any(self.pads[0] + self.pads[1])
         self._by_offset = channels == 1  # the columns kept transposed (offset_columns)
+        self._by_rows = self.stride == (1, 1) and channels <= ROWS_UP_TO
         self.activation = activation
         self.params = [Parameter.of(f"W{index}", np.ascontiguousarray(w), True),
                        Parameter.of(f"b{index}", np.ascontiguousarray(b), False)]
@@ -129,6 +136,8 @@ class Conv2D(Activated):
             np.matmul(ws["ones"], dz, out=b.grad)
         if not need_input_grad:
             return None
+        if self._by_rows:
+            return self._input_grad_by_rows(dz, w.value)
         if "dcols" not in ws:
             channels, height, width = self.input_shape
             _, oh, ow = self.output_shape
@@ -148,6 +157,40 @@ class Conv2D(Activated):
         _, height, width = self.input_shape
         np.copyto(dx, ws["dpadded"][:, top:top + height, left:left + width])
         return dx
+
+    def _input_grad_by_rows(self, dz: Array, w: Array) -> Array:
+        """dL/dx for stride 1 without col2im's short runs. dz is laid in a zeroed grid as
+        wide as the padded input, (N, OH, Wp, filters), so that G = W^T dz_wide^T has one
+        row per kernel offset (i, j) and channel c, over (n, p, x), and that row adds into
+        channel c's plane of dL/dx_padded shifted by i Wp + j: G[i, j, c, n, p, x] goes to
+        (n, p + i, x + j), as im2col took x_padded[n, p + i, q + j] for window (p, q). The
+        columns x past OW are zeros; only they wrap into the next row or past the end. The
+        sums are added in the same order as by col2im, offset by offset."""
+        ws = self._ws
+        channels, height, width = self.input_shape
+        filters, oh, ow = self.output_shape
+        (top, bottom), (left, right) = self.pads
+        hp, wp = height + top + bottom, width + left + right
+        n = len(dz) // (oh * ow)
+        if "dz_wide" not in ws:
+            ws |= {"dz_wide": np.zeros((n, oh, wp, filters), self.dtype),
+                   "grid_rows": np.empty((w.shape[1], n * oh * wp), self.dtype),
+                   "planes": np.empty((channels, n, hp * wp), self.dtype),
+                   "dx": np.empty((n, height, width, channels), self.dtype)}
+        wide, rows, planes = ws["dz_wide"], ws["grid_rows"], ws["planes"]
+        wide[:, :, :ow] = dz.reshape(n, oh, ow, filters)
+        product(rows, w.T, wide.reshape(-1, filters).T)
+        kh, kw = self.kernel
+        by_offset = rows.reshape(kh, kw, channels, n, oh * wp)
+        planes.fill(0)
+        for i in range(kh):
+            for j in range(kw):
+                shift = i * wp + j
+                length = min(oh * wp, hp * wp - shift)
+                planes[:, :, shift:shift + length] += by_offset[i, j, :, :, :length]
+        inside = planes.reshape(channels, n, hp, wp)[:, :, top:top + height, left:left + width]
+        np.copyto(ws["dx"], inside.transpose(1, 2, 3, 0))
+        return ws["dx"]
 
     def floats_per_sample(self) -> int:
         """The columns (kh kw C per output pixel), z and a, and the padded input."""
