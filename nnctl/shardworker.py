@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import mmap
 import os
 import signal
@@ -87,10 +88,11 @@ class ShardWorker:
         self.y = shared((rows,) + y.shape[1:], y.dtype)
         self.output = shared((rows, network.sizes[-1]), network.dtype)
         self.conn, child = Pipe(duplex=True)
+        caller = os.getpid()
         self.pid = _fork()
         if self.pid == 0:
             self.conn.close()
-            _serve_and_exit(child, replica, self.x, self.y, self.output)
+            _serve_and_exit(caller, child, replica, self.x, self.y, self.output)
         child.close()
         self._rows, self._answered = 0, False
         _live.add(self)
@@ -161,21 +163,24 @@ def _stop(conn: Connection, pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _serve_and_exit(conn: Connection, replica: Network, x: Array, y: Array,
+def _serve_and_exit(caller: int, conn: Connection, replica: Network, x: Array, y: Array,
                     output: Array) -> None:
     """The child: run passes as the caller asks, until its socket closes; never return."""
     code = 0
     try:
-        parent = os.getppid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for number in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(number, signal.SIG_DFL)
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the caller ended before prctl took effect
+        if os.getppid() != caller:  # the caller ended before prctl took effect
             os._exit(0)
-        for worker in list(_live):  # other workers' sockets: they must see the caller close
+        for worker in list(_live):  # other workers are the caller's to end, and each
+            worker._finalizer.detach()  # must see the caller close its socket
             worker.conn.close()
+        # Temporaries go by reference counts; a collection would only walk (and so copy)
+        # the caller's pages, and could run the caller's finalizers.
+        gc.disable()
         parallel.forget_helpers()
         _serve(conn, replica, x, y, output)
     except BaseException:  # noqa: BLE001 - the child must not unwind into the caller's code
