@@ -61,9 +61,11 @@ class Network:
             shape = layer.output_shape
         if not isinstance(self.layers[-1], Activated) or len(shape) != 1:
             raise ValueError("the output layer must be a dense layer")
-        for below, layer in zip(self.layers, self.layers[1:]):  # a relu then a max pool
-            if isinstance(layer, MaxPool) and isinstance(below, Activated):
-                below.max_pool_after, layer.below = True, below
+        for below, layer in zip([None] + self.layers, self.layers + [None]):
+            if isinstance(below, Activated):  # a relu then a max pool: the pool applies it
+                below.max_pool_after = isinstance(layer, MaxPool)
+            if isinstance(layer, MaxPool):
+                layer.below = below if isinstance(below, Activated) else None
         self.params: list[Parameter] = [p for layer in self.layers for p in layer.params]
         # a layer's input gradient is wanted only when some layer below has parameters
         self._wants_input_grad = [any(l.params for l in self.layers[:i])

@@ -95,8 +95,10 @@ class Shards:
         loss and the output activations returned."""
         rows, count = len(x), len(self.replicas)
         edges = cuts(rows, count)
-        seeds = [None] * count if rng is None else [int(s) for s in rng.integers(2**63, size=count)]
-        shards = [_Shard(replica, x[a:b], y[a:b], loss, want_loss, seed, grad_scale * (b - a) / rows)
+        seeds = ([None] * count if rng is None
+                 else [int(s) for s in rng.integers(2**63, size=count)])
+        shards = [_Shard(replica, x[a:b], y[a:b], loss, want_loss, seed,
+                         grad_scale * (b - a) / rows)
                   for replica, seed, a, b in zip(self.replicas, seeds, edges, edges[1:])]
         workers = self._workers(shards)
         if workers is None:
@@ -111,12 +113,12 @@ class Shards:
                     results = self._run_on_threads(shards, rows)
             if chooser is not None:
                 chooser.record(time.perf_counter() - started)
+        grads = [shard.grads for shard in shards]
         for j, p in enumerate(self.network.params):
             p.factors = None
-            parts = [shard.grads[j] for shard in shards]
-            np.copyto(p.grad, parts[0])
-            for part in parts[1:]:
-                p.grad += part
+            np.copyto(p.grad, grads[0][j])
+            for other in grads[1:]:
+                p.grad += other[j]
         out = self._outputs.get(rows)
         if out is None:
             out = self._outputs[rows] = np.empty((rows, self.network.sizes[-1]),
