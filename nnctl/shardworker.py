@@ -2,8 +2,8 @@
 
 Two shards in two threads of one interpreter take turns at its lock (the GIL) around every
 NumPy call, and a shard of LeNet-5 makes a few hundred small ones: alone, a 32-row pass took
-3.5 ms; beside the other shard in a second thread, 4.9-5.1 ms; beside it in a second
-process, 3.5 ms (docs/performance.md). So where fork is safe for this (Linux), a shard
+3.4-3.6 ms; beside the other shard in a second thread, 4.9-5.2 ms; beside it in a second
+process, 3.5-3.6 ms (docs/convolution.md, "Shards in a worker process"). So where fork is safe for this (Linux), a shard
 other than the caller's runs in a worker process forked from the training process, which
 then holds the network, its replica and the loss already.
 
@@ -70,7 +70,7 @@ def shared(shape: tuple[int, ...], dtype) -> Array:
 
 
 class WorkerLost(Exception):
-    """The worker failed, died, or answered out of turn: its shard is run by the caller."""
+    """The worker failed, died or never answered: its shard is run by the caller."""
 
 
 class ShardWorker:

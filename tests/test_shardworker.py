@@ -176,3 +176,21 @@ def test_the_worker_ends_when_the_training_process_is_killed():
     while not ended(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ended(pid)
+
+
+def test_a_larger_batch_forks_a_worker_with_room_for_it(forced):
+    net = network(SHAPE, TRAINING_LAYERS, dtype="float32")
+    parallel.set_workers(2)
+    x, y, loss = batch(32, dtype=np.float32)
+    net.backprop(x, y, loss)
+    first = net._shards._shard_workers[1]
+    net.backprop(x[:20], y[:20], loss)  # a smaller last batch fits
+    assert net._shards._shard_workers[1] is first
+    x, y, loss = batch(48, seed=2, dtype=np.float32)
+    net.backprop(x, y, loss)
+    assert net._shards._shard_workers[1].rows == 24 and ended(first.pid)
+    grads = [p.grad.copy() for p in net.params]
+    parallel.set_workers(1)
+    net.backprop(x, y, loss)
+    for p, grad in zip(net.params, grads):
+        assert np.array_equal(p.grad, grad), p.name
