@@ -190,7 +190,7 @@ class Shards:
         if self._lost or not shardworker.available() or parallel.workers() < len(shards):
             return None
         workers = self._shard_workers
-        if workers is None or not all(w.fits(len(s.x), s.x, s.y)
+        if workers is None or not all(w.fits(s.x, s.y)
                                       for w, s in zip(workers[1:], shards[1:])):
             self.stop_workers()
             try:
@@ -253,7 +253,7 @@ class _Shard:
         try:
             worker.start(self.x, self.y, self.loss, self.want_loss, self.seed, self.grad_scale)
         except WorkerLost:
-            self.worker = None  # step runs it here
+            pass  # receive finds the worker gone: the shards stay here from then on
 
     def post(self, sums: tuple) -> None:
         try:

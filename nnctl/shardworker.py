@@ -98,9 +98,9 @@ class ShardWorker:
         _live.add(self)
         self._finalizer = weakref.finalize(self, _stop, self.conn, self.pid)
 
-    def fits(self, rows: int, x: Array, y: Array) -> bool:
-        """Whether a shard of these rows and arrays fits the shared buffers."""
-        return (rows <= self.rows and x.shape[1:] == self.x.shape[1:] and x.dtype == self.x.dtype
+    def fits(self, x: Array, y: Array) -> bool:
+        """Whether a shard of these inputs and targets fits the shared buffers."""
+        return (len(x) <= self.rows and x.shape[1:] == self.x.shape[1:] and x.dtype == self.x.dtype
                 and y.shape[1:] == self.y.shape[1:] and y.dtype == self.y.dtype)
 
     def start(self, x: Array, y: Array, loss: Loss, want_loss: bool, seed: int | None,

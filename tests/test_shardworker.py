@@ -97,6 +97,22 @@ def test_a_worker_killed_in_the_middle_of_a_batch_is_replayed_here(forced, monke
     assert_same(alone, replayed)
 
 
+def test_a_worker_gone_before_its_shard_is_handed_over_is_run_here(forced, monkeypatch):
+    _, alone = train(1)
+    start, killed = ShardWorker.start, []
+
+    def killed_first(worker, *args):
+        if not killed:
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append(worker.pid)
+        start(worker, *args)
+
+    monkeypatch.setattr(ShardWorker, "start", killed_first)
+    net, replayed = train(2)
+    assert killed and net._shards._lost and net._shards._shard_workers is None
+    assert_same(alone, replayed)
+
+
 def test_a_pass_failing_in_the_worker_is_run_again_here(forced, monkeypatch):
     _, alone = train(1)
     caller, forward = os.getpid(), Flatten.forward
